@@ -1,0 +1,98 @@
+"""The quality-aware dynamic memory of one video (SPEC section 2).
+
+Three kinds of entries, each a frame's key/value for the objects it holds:
+  * permanent: the annotated frame(s); never evicted;
+  * stored: propagated frames that passed the mem_freq and quality gates,
+    at most `capacity` + 1 of them (eviction starts once the list holds more
+    than `capacity`);
+  * temporary: the previous frame when it was not stored, replaced every frame.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+
+@dataclass
+class MemoryEntry:
+    frame: int
+    key: torch.Tensor      # (K,128,1,h,w), one row per object in `objects`
+    value: torch.Tensor    # (K,512,1,h,w)
+    objects: Tuple[int, ...]
+    quality: float = 1.0
+    order: int = 0         # running count of stored frames when this one was stored
+
+
+@dataclass
+class Decision:
+    stored: bool
+    reason: str                    # 'stored', 'replaced', 'not_due' or 'low_quality'
+    evicted_frame: Optional[int] = None
+
+
+class MemoryBank:
+    def __init__(self, mem_freq=5, quality_thr=0.8, capacity=20):
+        self.mem_freq = mem_freq
+        self.quality_thr = quality_thr
+        self.capacity = capacity
+        self.permanent = []
+        self.stored = []
+        self.temporary = None
+        self.last_stored_frame = None
+        self.stored_count = 0
+
+    def add_permanent(self, frame, key, value, objects):
+        self.permanent.append(MemoryEntry(frame, key, value, tuple(objects)))
+        self.last_stored_frame = frame
+        self.temporary = None
+
+    def offer(self, frame, key, value, objects, quality):
+        """Stores a propagated frame if it is due and good enough; else keeps it as temporary."""
+        entry = MemoryEntry(frame, key, value, tuple(objects), float(quality))
+        if self.last_stored_frame is not None and frame - self.last_stored_frame < self.mem_freq:
+            self.temporary = entry
+            return Decision(False, 'not_due')
+        if not entry.quality > self.quality_thr:
+            self.temporary = entry
+            return Decision(False, 'low_quality')
+        self.stored_count += 1
+        entry.order = self.stored_count
+        self.last_stored_frame = frame
+        self.temporary = None
+        if len(self.stored) > self.capacity:
+            victim = self.eviction_index(self.stored_count)
+            evicted = self.stored[victim].frame
+            del self.stored[victim]
+            self.stored.append(entry)
+            return Decision(True, 'replaced', evicted)
+        self.stored.append(entry)
+        return Decision(True, 'stored')
+
+    def eviction_index(self, count):
+        """Index of the stored entry minimising exp(-|count - order|) + quality.
+
+        Recent entries get a bonus close to 1 and old ones almost none, so old
+        low-quality frames go first.
+        """
+        costs = [math.exp(-abs(count - e.order)) + e.quality for e in self.stored]
+        return min(range(len(costs)), key=costs.__getitem__)
+
+    def entries(self):
+        entries = self.permanent + self.stored
+        return entries + [self.temporary] if self.temporary is not None else entries
+
+    def frames(self):
+        return [e.frame for e in self.entries()]
+
+    def read_tensors(self, obj):
+        """Key (1,128,T,h,w) and value (1,512,T,h,w) of every entry that holds object `obj`."""
+        keys, values = [], []
+        for e in self.entries():
+            if obj in e.objects:
+                row = e.objects.index(obj)
+                keys.append(e.key[row:row + 1])
+                values.append(e.value[row:row + 1])
+        if not keys:
+            raise KeyError(f'object {obj} has no memory')
+        return torch.cat(keys, 2), torch.cat(values, 2)

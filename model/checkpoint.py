@@ -1,0 +1,62 @@
+"""Loading QDMN weights safely and strictly, with messages a user can act on."""
+import os
+
+import torch
+
+from model.network import QDMN
+from util.errors import UserInputError
+
+MEMORY_CONV1 = 'mask_rgb_encoder.conv1.weight'
+
+
+def read_state_dict(path):
+    """Reads a plain state dict (the published file) or a training checkpoint ({'network': ...}).
+
+    Uses weights_only=True, so a checkpoint can never run pickled code.
+    """
+    if not os.path.isfile(path):
+        raise UserInputError(f'{path}: checkpoint not found (run scripts/download_model.py to fetch s012)')
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise UserInputError(f'{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})') from None
+    if isinstance(data, dict) and isinstance(data.get('network'), dict):
+        data = data['network']
+    if not isinstance(data, dict) or not all(torch.is_tensor(v) for v in data.values()):
+        raise UserInputError(f'{path}: expected a state dict of tensors or a dict with a "network" entry')
+    # Weights saved from a DistributedDataParallel wrapper carry a 'module.' prefix.
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in data.items()}
+
+
+def state_dict_mismatch(network, state_dict):
+    """Lists missing, unexpected and mis-shaped tensors; empty when a strict load will succeed."""
+    expected = network.state_dict()
+    problems = []
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing:
+        problems.append(f'missing {len(missing)}: ' + ', '.join(missing[:8]) + (' ...' if len(missing) > 8 else ''))
+    if unexpected:
+        problems.append(f'unexpected {len(unexpected)}: ' + ', '.join(unexpected[:8]) + (' ...' if len(unexpected) > 8 else ''))
+    shaped = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+              for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if shaped:
+        problems.append(f'mis-shaped {len(shaped)}: ' + ', '.join(shaped[:8]) + (' ...' if len(shaped) > 8 else ''))
+    return problems
+
+
+def load_network(network, state_dict, source='checkpoint'):
+    problems = state_dict_mismatch(network, state_dict)
+    if problems:
+        raise UserInputError(f'{source}: does not match the QDMN architecture ({"; ".join(problems)})')
+    network.load_state_dict(state_dict, strict=True)
+    return network
+
+
+def build_network(path, device='cpu'):
+    """Builds the single- or multi-object network that the checkpoint at `path` was trained as."""
+    state_dict = read_state_dict(path)
+    conv1 = state_dict.get(MEMORY_CONV1)
+    single_object = conv1 is not None and conv1.dim() == 4 and conv1.shape[1] == 4
+    network = load_network(QDMN(single_object=single_object), state_dict, source=path)
+    return network.to(device).eval()

@@ -1,0 +1,49 @@
+"""Shared fixtures: the read-only ../shared folder and the synthetic checkpoint."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get('QDMN_SHARED', REPO.parent / 'shared'))
+GOLDEN = SHARED / 'reference' / 'golden'
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _weights_module():
+    sys.path.insert(0, str(SHARED / 'reference'))
+    try:
+        import weights
+    finally:
+        sys.path.pop(0)
+    return weights
+
+
+@pytest.fixture(scope='session')
+def shared_dir():
+    assert SHARED.is_dir(), f'shared data not found at {SHARED} (set QDMN_SHARED)'
+    return SHARED
+
+
+@pytest.fixture(scope='session')
+def synthetic_state_dict(shared_dir):
+    return _weights_module().deterministic_state_dict()
+
+
+@pytest.fixture(scope='session')
+def synthetic_checkpoint(synthetic_state_dict, tmp_path_factory):
+    """The deterministic multi-object checkpoint written to a temp .pth file."""
+    path = tmp_path_factory.mktemp('ckpt') / 'synthetic_s012.pth'
+    torch.save(synthetic_state_dict, path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def network(synthetic_state_dict):
+    from model.network import QDMN
+    net = QDMN().eval()
+    net.load_state_dict(synthetic_state_dict, strict=True)
+    return net
