@@ -30,6 +30,21 @@ def relative_quality(scores, reference):
     return mean if reference is None else mean / reference
 
 
+@torch.no_grad()
+def segment_frame(net, bank, objects, frame, prev_prob, top_k):
+    """One query step shared by both engines.
+
+    frame (1,3,H,W) padded; prev_prob (K+1,1,H,W) the previous frame's
+    aggregated probabilities (gates the query); each object reads its own
+    memory in `bank`. Returns the new aggregated probabilities (K+1,1,H,W).
+    """
+    f16, f8, f4 = net.encode_query(frame)
+    prev_fg = prev_prob[1:].max(0, keepdim=True)[0]
+    _, qk, qv = net.query_key_value(f16, prev_fg)
+    readout = torch.cat([net.read(*bank.read_tensors(k), qk, qv, top_k) for k in objects], 0)
+    return aggregate(net.segment(readout, f8, f4))
+
+
 class InferenceCore:
     def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.8, memory_thr=20):
         self.net = network
@@ -66,12 +81,7 @@ class InferenceCore:
         """Segments the next frame; `memorize=False` skips its memory encoding (last frame)."""
         frame, _ = pad_divide_by(frame)
         self.frame_idx += 1
-        f16, f8, f4 = self.net.encode_query(frame)
-        prev_fg = self.prob[1:].max(0, keepdim=True)[0]
-        _, qk, qv = self.net.query_key_value(f16, prev_fg)
-        readout = torch.cat([self.net.read(*self.bank.read_tensors(k), qk, qv, self.top_k)
-                             for k in range(self.num_objects)], 0)
-        self.prob = aggregate(self.net.segment(readout, f8, f4))
+        self.prob = segment_frame(self.net, self.bank, range(self.num_objects), frame, self.prob, self.top_k)
         if memorize:
             key, value, scores = self.net.encode_memory(frame, self.prob[1:])
             self.last_scores = scores

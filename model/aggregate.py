@@ -2,11 +2,17 @@
 import torch
 
 
-def aggregate(prob):
-    """prob (K,1,H,W) object probabilities -> (K+1,1,H,W) with background first.
+def aggregate_logits(prob, dim=0):
+    """Object probabilities -> logits of (background, objects) along `dim`.
 
-    Background is the probability that no object is present; the odds of
-    every channel are then renormalised with a softmax over logits.
+    Background is the probability that no object is present; each channel
+    is clamped and turned into log-odds so a softmax renormalises them.
     """
-    with_bg = torch.cat([torch.prod(1 - prob, dim=0, keepdim=True), prob], 0).clamp(1e-7, 1 - 1e-7)
-    return torch.softmax(torch.log(with_bg / (1 - with_bg)), dim=0)
+    bg = torch.prod(1 - prob, dim=dim, keepdim=True)
+    with_bg = torch.cat([bg, prob], dim).clamp(1e-7, 1 - 1e-7)
+    return torch.log(with_bg / (1 - with_bg))
+
+
+def aggregate(prob, dim=0):
+    """prob (K,1,H,W) (objects along `dim`) -> probabilities with background first."""
+    return torch.softmax(aggregate_logits(prob, dim), dim=dim)
