@@ -1,0 +1,88 @@
+"""Streaming reader for the DAVIS-2016/2017 evaluation layout.
+
+    <root>/JPEGImages/480p/<video>/00000.jpg ...
+    <root>/Annotations/480p/<video>/00000.png   (first frame is all that is needed)
+    <root>/ImageSets/<year>/<split>.txt
+
+Frames are read one at a time, when the engine asks for them.
+"""
+import os
+
+import numpy as np
+
+from util.errors import UserInputError
+from util.image_io import read_label_mask, read_rgb
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+VOID = 255  # DAVIS marks ambiguous pixels 255; they are not an object
+
+
+class DAVISVideo:
+    def __init__(self, name, frame_paths, first_mask_path, single_object):
+        self.name = name
+        self.frame_paths = frame_paths
+        self.first_mask_path = first_mask_path
+        self.single_object = single_object
+
+    def __len__(self):
+        return len(self.frame_paths)
+
+    @property
+    def frame_names(self):
+        return [os.path.splitext(os.path.basename(p))[0] for p in self.frame_paths]
+
+    def first_annotation(self):
+        """Returns (labels HxW uint8, object ids, palette) of the first frame, validated."""
+        labels, palette = read_label_mask(self.first_mask_path)
+        labels = np.where(labels == VOID, 0, labels).astype(np.uint8)
+        if self.single_object:
+            labels = (labels > 0).astype(np.uint8)
+        objects = [int(o) for o in np.unique(labels) if o != 0]
+        if not objects:
+            raise UserInputError(f'{self.first_mask_path}: the first-frame annotation contains no object')
+        return labels, objects, palette
+
+    def frames(self, size=None):
+        """Yields HxWx3 uint8 frames; every frame must have the first frame's size (or `size`)."""
+        for path in self.frame_paths:
+            rgb = read_rgb(path)
+            if size is None:
+                size = rgb.shape[:2]
+            elif rgb.shape[:2] != tuple(size):
+                raise UserInputError(f'{path}: frame is {rgb.shape[1]}x{rgb.shape[0]}, '
+                                     f'expected {size[1]}x{size[0]} like the rest of the video')
+            yield rgb
+
+
+class DAVISTestDataset:
+    def __init__(self, root, imset='2017/val.txt', resolution='480p', single_object=False):
+        if not os.path.isdir(root):
+            raise UserInputError(f'{root}: DAVIS root not found')
+        self.image_dir = os.path.join(root, 'JPEGImages', resolution)
+        self.mask_dir = os.path.join(root, 'Annotations', resolution)
+        for folder in (self.image_dir, self.mask_dir):
+            if not os.path.isdir(folder):
+                raise UserInputError(f'{folder}: not found (expected the DAVIS layout under {root})')
+        imset_path = imset if os.path.isabs(imset) else os.path.join(root, 'ImageSets', imset)
+        if not os.path.isfile(imset_path):
+            raise UserInputError(f'{imset_path}: image set not found')
+        with open(imset_path) as f:
+            self.videos = [line.strip() for line in f if line.strip()]
+        if not self.videos:
+            raise UserInputError(f'{imset_path}: image set lists no video')
+        self.imset_path = imset_path
+        self.single_object = single_object
+
+    def __len__(self):
+        return len(self.videos)
+
+    def video(self, name):
+        folder = os.path.join(self.image_dir, name)
+        if not os.path.isdir(folder):
+            raise UserInputError(f'{folder}: frames of video {name} (listed in {self.imset_path}) not found')
+        frames = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not frames:
+            raise UserInputError(f'{folder}: video {name} has no frames')
+        first = os.path.splitext(frames[0])[0] + '.png'
+        return DAVISVideo(name, [os.path.join(folder, f) for f in frames],
+                          os.path.join(self.mask_dir, name, first), self.single_object)

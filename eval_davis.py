@@ -1,0 +1,133 @@
+"""Segments DAVIS-2017 val or test-dev with QDMN; writes palette PNGs for the evaluation server.
+
+    python eval_davis.py --model saves/s012.pth --davis ../DAVIS/2017 --split val --output output/d17-val
+
+`--davis` may point at the folder holding `trainval/` and `test-dev/` (as
+DAVIS ships them) or directly at one of them. Videos whose outputs are
+complete are skipped, so an interrupted run resumes where it stopped.
+"""
+import argparse
+import itertools
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import progressbar
+import torch
+
+from datasets.davis_test_dataset import DAVISTestDataset
+from inference_core import InferenceCore, propagate
+from model.checkpoint import build_network
+from util.cli import add_device_args, autocast, resolve_device, run_main
+from util.download import DEFAULT_MODEL, ensure_model
+from util.errors import UserInputError
+from util.image_io import write_palette_png
+from util.tensor_util import frame_to_tensor, labels_to_masks
+
+
+def top_k_arg(text):
+    return None if text.lower() == 'none' else int(text)
+
+
+def add_common_args(parser):
+    parser.add_argument('--model', default=DEFAULT_MODEL,
+                        help=f'checkpoint (default {DEFAULT_MODEL}, downloaded when missing)')
+    parser.add_argument('--output', required=True, help='folder for <video>/<frame>.png')
+    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+    parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
+    parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
+    parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
+    parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
+    add_device_args(parser)
+
+
+def check_writable(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserInputError(f'{folder}: output folder is not writable ({e.strerror})') from None
+
+
+def is_complete(folder, frame_names):
+    return os.path.isdir(folder) and all(
+        os.path.isfile(os.path.join(folder, n + '.png')) for n in frame_names)
+
+
+def segment_video(network, video, out_folder, device, amp, engine_args):
+    """Segments one DAVIS video into out_folder; the folder only appears once every frame is written."""
+    labels, objects, _ = video.first_annotation()
+    frames = video.frames()
+    first = next(frames)
+    if first.shape[:2] != labels.shape:
+        raise UserInputError(f'{video.first_mask_path}: annotation is {labels.shape[1]}x{labels.shape[0]} '
+                             f'but the frames are {first.shape[1]}x{first.shape[0]}')
+    # index k of the engine's output is the k-th object of the first frame
+    to_label = np.array([0] + objects, dtype=np.uint8)
+    partial = os.path.join(os.path.dirname(out_folder), f'.{os.path.basename(out_folder)}.partial')
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+
+    core = InferenceCore(network, **engine_args)
+    tensors = (frame_to_tensor(rgb, device) for rgb in itertools.chain([first], frames))
+    try:
+        with autocast(device, amp):
+            outputs = propagate(core, tensors, labels_to_masks(labels, objects, device))
+            for name, index_map in zip(video.frame_names, outputs):
+                write_palette_png(os.path.join(partial, name + '.png'), to_label[index_map])
+                yield name
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(out_folder, ignore_errors=True)
+    os.replace(partial, out_folder)
+
+
+def segment_dataset(dataset, args):
+    """Runs every video of `dataset` not yet complete in args.output; prints time and FPS."""
+    device = resolve_device(args.device)
+    check_writable(args.output)
+    network = build_network(ensure_model(args.model), device)
+    engine_args = dict(top_k=args.top_k, mem_freq=args.mem_freq,
+                       quality_thr=args.quality_thr, memory_thr=args.memory_thr)
+    videos = [dataset.video(name) for name in dataset.videos]
+    todo = [v for v in videos if not is_complete(os.path.join(args.output, v.name), v.frame_names)]
+    if len(todo) < len(videos):
+        print(f'{len(videos) - len(todo)} of {len(videos)} videos already complete in {args.output}: skipped')
+    if not todo:
+        return
+    total = sum(len(v) for v in todo)
+    bar = progressbar.ProgressBar(max_value=max(total, 1), prefix='{variables.video} ',
+                                  variables={'video': '-'}, redirect_stdout=True)
+    done, start = 0, time.perf_counter()
+    for video in todo:
+        for _ in segment_video(network, video, os.path.join(args.output, video.name), device, args.amp, engine_args):
+            done += 1
+            bar.update(done, video=video.name)
+    bar.finish()
+    elapsed = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
+          f'peak RSS {peak_mb:.0f} MB' + (f', peak CUDA {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB'
+                                         if device.type == 'cuda' else ''))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--davis', default='../DAVIS/2017', help='DAVIS-2017 root')
+    parser.add_argument('--split', choices=['val', 'testdev'], default='val')
+    add_common_args(parser)
+    args = parser.parse_args()
+    sub = 'trainval' if args.split == 'val' else 'test-dev'
+    root = os.path.join(args.davis, sub) if os.path.isdir(os.path.join(args.davis, sub)) else args.davis
+    imset = '2017/val.txt' if args.split == 'val' else '2017/test-dev.txt'
+    dataset = DAVISTestDataset(root, imset=imset)
+    segment_dataset(dataset, args)
+
+
+if __name__ == '__main__':
+    run_main(main)

@@ -1,0 +1,165 @@
+"""eval_davis.py / eval_davis_2016.py end to end on real DAVIS frames, and every bad input."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import eval_davis
+import eval_davis_2016
+from util.palette import DAVIS_PALETTE
+
+FRAMES = 3   # full-resolution frames per video: the network costs seconds per frame on CPU
+VIDEOS = ('blackswan', 'car-shadow')
+
+
+def make_davis(shared_dir, root, year, frames=FRAMES):
+    """A DAVIS tree with the first frames of the sample videos.
+
+    year 2016 keeps the binary 0/255 annotations; 2017 turns them into palette
+    PNGs with two objects (left and right half of the foreground).
+    """
+    sample = shared_dir / 'data' / 'DAVIS-2016-sample'
+    for video in VIDEOS:
+        (root / 'JPEGImages' / '480p' / video).mkdir(parents=True)
+        (root / 'Annotations' / '480p' / video).mkdir(parents=True)
+        for i in range(frames):
+            shutil.copy(sample / 'JPEGImages' / '480p' / video / f'{i:05d}.jpg', root / 'JPEGImages' / '480p' / video)
+        mask_src = sample / 'Annotations' / '480p' / video / '00000.png'
+        mask_dst = root / 'Annotations' / '480p' / video / '00000.png'
+        if year == 2016:
+            shutil.copy(mask_src, mask_dst)
+        else:
+            fg = np.asarray(Image.open(mask_src)) > 127
+            labels = fg.astype(np.uint8)
+            labels[:, labels.shape[1] // 2:] *= 2
+            img = Image.fromarray(labels, mode='P')
+            img.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
+            img.save(mask_dst)
+    (root / 'ImageSets' / str(year)).mkdir(parents=True)
+    (root / 'ImageSets' / str(year) / 'val.txt').write_text('\n'.join(VIDEOS) + '\n')
+    return root
+
+
+def run_cli(module, argv, monkeypatch, capsys):
+    """Runs a CLI main in-process; returns (exit code, stderr)."""
+    monkeypatch.setattr(sys, 'argv', [module.__file__] + [str(a) for a in argv])
+    code = 0
+    try:
+        eval_davis.run_main(module.main)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def assert_palette_outputs(out, expected_ids):
+    for video in VIDEOS:
+        pngs = sorted((out / video).glob('*.png'))
+        assert [p.name for p in pngs] == [f'{i:05d}.png' for i in range(FRAMES)]
+        for p in pngs:
+            img = Image.open(p)
+            assert img.mode == 'P' and img.size == (854, 480)
+            assert np.array_equal(np.asarray(img.getpalette()[:24]), DAVIS_PALETTE[:8].reshape(-1))
+            assert set(np.unique(np.asarray(img))) <= expected_ids
+        first = np.asarray(Image.open(pngs[0]))
+        assert set(np.unique(first)) == expected_ids   # the given mask comes back unchanged
+
+
+@pytest.mark.slow
+def test_eval_davis_2016_writes_854x480_palette_pngs_and_resumes(shared_dir, synthetic_checkpoint, tmp_path):
+    root = make_davis(shared_dir, tmp_path / 'DAVIS', 2016)
+    out = tmp_path / 'out'
+    cmd = [sys.executable, 'eval_davis_2016.py', '--model', synthetic_checkpoint, '--davis', root,
+           '--output', out, '--device', 'cpu']
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True)
+    assert f'2 videos, {2 * FRAMES} frames' in result.stdout and 'FPS' in result.stdout
+    assert_palette_outputs(out, {0, 1})
+    again = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True)
+    assert '2 of 2 videos already complete' in again.stdout
+
+
+@pytest.mark.slow
+def test_eval_davis_2017_multi_object(shared_dir, synthetic_checkpoint, tmp_path, monkeypatch, capsys):
+    root = make_davis(shared_dir, tmp_path / 'DAVIS' / 'trainval', 2017)
+    out = tmp_path / 'out'
+    (out / 'car-shadow').mkdir(parents=True)   # an incomplete earlier run is redone, not skipped
+    code, err = run_cli(eval_davis, ['--model', synthetic_checkpoint, '--davis', tmp_path / 'DAVIS',
+                                     '--split', 'val', '--output', out, '--device', 'cpu'], monkeypatch, capsys)
+    assert code == 0, err
+    assert_palette_outputs(out, {0, 1, 2})
+    assert not list(out.glob('.*partial'))
+
+
+@pytest.fixture
+def small_davis(shared_dir, tmp_path):
+    return make_davis(shared_dir, tmp_path / 'DAVIS', 2016, frames=2)
+
+
+def corrupt_first_mask_empty(root):
+    path = root / 'Annotations' / '480p' / 'blackswan' / '00000.png'
+    Image.fromarray(np.zeros((480, 854), np.uint8)).save(path)
+
+
+def corrupt_mask_size(root):
+    path = root / 'Annotations' / '480p' / 'blackswan' / '00000.png'
+    Image.fromarray(np.full((240, 427), 255, np.uint8)).save(path)
+
+
+def corrupt_frame_size(root):
+    path = root / 'JPEGImages' / '480p' / 'blackswan' / '00001.jpg'
+    Image.open(path).resize((427, 240)).save(path)
+
+
+def corrupt_frame_file(root):
+    (root / 'JPEGImages' / '480p' / 'blackswan' / '00001.jpg').write_bytes(b'\xff\xd8 truncated jpeg')
+
+
+BAD_INPUTS = [
+    ('missing root', lambda root: shutil.rmtree(root), 'DAVIS root not found'),
+    ('missing image set', lambda root: (root / 'ImageSets' / '2016' / 'val.txt').unlink(), 'image set not found'),
+    ('no frames', lambda root: [p.unlink() for p in (root / 'JPEGImages' / '480p' / 'blackswan').glob('*')],
+     'video blackswan has no frames'),
+    ('first mask missing', lambda root: (root / 'Annotations' / '480p' / 'blackswan' / '00000.png').unlink(),
+     'blackswan/00000.png: file not found'),
+    ('first mask empty', corrupt_first_mask_empty, 'annotation contains no object'),
+    ('mask size', corrupt_mask_size, 'annotation is 427x240 but the frames are 854x480'),
+    ('frame sizes differ', corrupt_frame_size, '00001.jpg: frame is 427x240, expected 854x480'),
+    ('corrupt frame', corrupt_frame_file, '00001.jpg: cannot read image'),
+]
+
+
+@pytest.mark.parametrize('name, corrupt, message', BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_dataset_input_is_one_clear_line(small_davis, synthetic_checkpoint, tmp_path, monkeypatch, capsys,
+                                             name, corrupt, message):
+    corrupt(small_davis)
+    out = tmp_path / 'out'
+    code, err = run_cli(eval_davis_2016, ['--model', synthetic_checkpoint, '--davis', small_davis,
+                                          '--output', out, '--device', 'cpu'], monkeypatch, capsys)
+    assert code == 2
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
+    # nothing half-written: no folder for the failed video, no partial left behind
+    assert not (out / 'blackswan').exists() and not list(out.glob('.*'))
+
+
+@pytest.mark.parametrize('checkpoint, message', [
+    ('missing', 'checkpoint not found'),
+    ('single_object_named_wrongly', 'does not match the QDMN architecture'),
+])
+def test_bad_checkpoint(small_davis, tmp_path, monkeypatch, capsys, checkpoint, message):
+    path = tmp_path / 'model.pth'
+    if checkpoint != 'missing':
+        import torch
+        torch.save({'network': {'conv.weight': torch.zeros(1)}}, path)
+    code, err = run_cli(eval_davis_2016, ['--model', path, '--davis', small_davis, '--output', tmp_path / 'o',
+                                          '--device', 'cpu'], monkeypatch, capsys)
+    assert code == 2 and message in err and str(path) in err
+
+
+def test_output_not_writable(small_davis, synthetic_checkpoint, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    code, err = run_cli(eval_davis_2016, ['--model', synthetic_checkpoint, '--davis', small_davis,
+                                          '--output', blocker / 'out', '--device', 'cpu'], monkeypatch, capsys)
+    assert code == 2 and 'output folder is not writable' in err
