@@ -116,6 +116,14 @@ def segment_dataset(dataset, args):
                                          if device.type == 'cuda' else ''))
 
 
+def evaluate_outputs(davis_root, output, image_set, single_object, sequences):
+    """Scores what was just written (J&F, official protocol); CSVs go next to the masks."""
+    from util.davis_metrics import evaluate_davis, print_results, write_csvs
+    evaluation = evaluate_davis(davis_root, output, image_set, single_object, sequences=sequences)
+    print_results(evaluation)
+    print('wrote ' + ' and '.join(write_csvs(evaluation, output)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--davis', default='../DAVIS/2017', help='DAVIS-2017 root')
@@ -127,6 +135,10 @@ def main():
     imset = '2017/val.txt' if args.split == 'val' else '2017/test-dev.txt'
     dataset = DAVISTestDataset(root, imset=imset)
     segment_dataset(dataset, args)
+    if args.evaluate and args.split == 'testdev':
+        print('--evaluate: test-dev has no public ground truth; submit the masks to the evaluation server')
+    elif args.evaluate:
+        evaluate_outputs(root, args.output, '2017/val', single_object=False, sequences=dataset.videos)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ DAVIS-2017 (every object merged into one). The image set defaults to
 import argparse
 
 from datasets.davis_test_dataset import DAVISTestDataset
-from eval_davis import add_common_args, segment_dataset
+from eval_davis import add_common_args, evaluate_outputs, segment_dataset
 from util.cli import run_main
 
 
@@ -19,7 +19,10 @@ def main():
     parser.add_argument('--imset', default='2016/val.txt', help='image set, relative to <davis>/ImageSets or absolute')
     add_common_args(parser)
     args = parser.parse_args()
-    segment_dataset(DAVISTestDataset(args.davis, imset=args.imset, single_object=True), args)
+    dataset = DAVISTestDataset(args.davis, imset=args.imset, single_object=True)
+    segment_dataset(dataset, args)
+    if args.evaluate:
+        evaluate_outputs(args.davis, args.output, '2016/val', single_object=True, sequences=dataset.videos)
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from PIL import Image
 import eval_davis
 import eval_davis_2016
 from util.palette import DAVIS_PALETTE
+
+REPO = Path(eval_davis.__file__).resolve().parent
 
 FRAMES = 3   # full-resolution frames per video: the network costs seconds per frame on CPU
 VIDEOS = ('blackswan', 'car-shadow')
@@ -29,8 +32,9 @@ def make_davis(shared_dir, root, year, frames=FRAMES):
             shutil.copy(sample / 'JPEGImages' / '480p' / video / f'{i:05d}.jpg', root / 'JPEGImages' / '480p' / video)
         mask_src = sample / 'Annotations' / '480p' / video / '00000.png'
         mask_dst = root / 'Annotations' / '480p' / video / '00000.png'
-        if year == 2016:
-            shutil.copy(mask_src, mask_dst)
+        if year == 2016:   # all annotations, so --evaluate can score the run
+            for i in range(frames):
+                shutil.copy(mask_src.with_name(f'{i:05d}.png'), mask_dst.with_name(f'{i:05d}.png'))
         else:
             fg = np.asarray(Image.open(mask_src)) > 127
             labels = fg.astype(np.uint8)
@@ -72,11 +76,16 @@ def test_eval_davis_2016_writes_854x480_palette_pngs_and_resumes(shared_dir, syn
     root = make_davis(shared_dir, tmp_path / 'DAVIS', 2016)
     out = tmp_path / 'out'
     cmd = [sys.executable, 'eval_davis_2016.py', '--model', synthetic_checkpoint, '--davis', root,
-           '--output', out, '--device', 'cpu']
-    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True)
+           '--output', out, '--device', 'cpu', '--evaluate']
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True, cwd=REPO)
     assert f'2 videos, {2 * FRAMES} frames' in result.stdout and 'FPS' in result.stdout
     assert_palette_outputs(out, {0, 1})
-    again = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True)
+    # --evaluate scored the middle frame of each video against the real annotations
+    header, values = (out / 'global_results-2016-val.csv').read_text().splitlines()
+    assert header.startswith('J&F-Mean,J-Mean') and 0 <= float(values.split(',')[1]) <= 1
+    rows = (out / 'per-sequence_results-2016-val.csv').read_text().splitlines()
+    assert [r.split(',')[0] for r in rows[1:]] == ['blackswan_1', 'car-shadow_1']
+    again = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True, cwd=REPO)
     assert '2 of 2 videos already complete' in again.stdout
 
 
