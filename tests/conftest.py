@@ -3,6 +3,10 @@ import os
 import sys
 from pathlib import Path
 
+# progressbar2 loads its modules lazily and binds the sys.stderr of that moment as a default
+# argument: load them now, not inside a capsys test whose stream is closed afterwards
+import progressbar.bar  # noqa: F401
+import progressbar.fast  # noqa: F401
 import pytest
 import torch
 

@@ -9,7 +9,8 @@ from util.errors import UserInputError
 from util.palette import DAVIS_PALETTE
 
 
-def _open(path):
+def open_image(path):
+    """Opens and fully decodes an image, or raises UserInputError naming the file."""
     if not os.path.isfile(path):
         raise UserInputError(f'{path}: file not found')
     try:
@@ -22,7 +23,7 @@ def _open(path):
 
 def read_rgb(path):
     """HxWx3 uint8 RGB."""
-    return np.array(_open(path).convert("RGB"))
+    return np.array(open_image(path).convert("RGB"))
 
 
 def read_label_mask(path):
@@ -30,7 +31,7 @@ def read_label_mask(path):
 
     Returns (labels, palette) where palette is the file's own (256x3) or None.
     """
-    img = _open(path)
+    img = open_image(path)
     if img.mode == 'P':
         palette = np.asarray(img.getpalette() or [], dtype=np.uint8)
         palette = np.pad(palette, (0, 768 - len(palette)))[:768].reshape(256, 3)

@@ -8,11 +8,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def frame_to_tensor(rgb, device='cpu', size=None):
-    """HxWx3 uint8 -> (1,3,H,W) ImageNet-normalised float; optionally resized (bilinear) to size=(h, w)."""
+    """HxWx3 uint8 -> (1,3,H,W) ImageNet-normalised float, optionally resized to size=(h, w).
+
+    Resizing is antialiased bicubic, close to the PIL bicubic resize of the
+    published YouTube-VOS reader (plain bilinear aliases when shrinking).
+    """
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1).float().div_(255)
     x = x.unsqueeze(0)
     if size is not None and tuple(size) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+        x = F.interpolate(x, size=tuple(size), mode='bicubic', align_corners=False, antialias=True).clamp_(0, 1)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (x - mean) / std

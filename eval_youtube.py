@@ -1,0 +1,118 @@
+"""Segments YouTube-VOS valid or test with QDMN; writes the evaluation server's zip.
+
+    python eval_youtube.py --yv ../YouTube --split valid --output output/yv-valid
+
+Every frame of <yv>/all_frames/<split>_all_frames/JPEGImages is processed
+when that release is present (else <yv>/<split>/JPEGImages), at 480 px on the
+short side. Written: <output>/Annotations/<video>/<frame>.png with the
+original label ids and the dataset's palette, at the original size, for the
+frames <yv>/<split>/JPEGImages lists, from each video's first annotation on;
+then <output>.zip with Annotations/ at its root, ready for upload. Complete
+videos are skipped, so an interrupted run resumes where it stopped.
+"""
+import argparse
+import os
+import shutil
+import time
+import zipfile
+
+import progressbar
+
+from datasets.yv_test_dataset import YouTubeVOSTestDataset
+from eval_davis import check_writable, is_complete, top_k_arg
+from inference_core_yv import InferenceCoreYV, propagate_yv
+from model.checkpoint import build_network
+from util.cli import add_device_args, autocast, resolve_device, run_main
+from util.download import DEFAULT_MODEL, ensure_model
+from util.image_io import write_palette_png
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--yv', default='../YouTube', help='YouTube-VOS root (holding valid/, test/, all_frames/)')
+    parser.add_argument('--split', choices=['valid', 'test'], default='valid')
+    parser.add_argument('--output', required=True, help='folder for Annotations/<video>/<frame>.png; '
+                                                        'the zip is written next to it as <output>.zip')
+    parser.add_argument('--model', default=DEFAULT_MODEL,
+                        help=f'checkpoint (default {DEFAULT_MODEL}, downloaded when missing)')
+    parser.add_argument('--size', type=int, default=480,
+                        help='short side frames are processed at (default 480; -1: original size)')
+    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+    parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
+    parser.add_argument('--memory_thr', type=int, default=10, help='capacity of the propagated memory')
+    parser.add_argument('--quality_thr', type=float, default=0.75, help='relative quality a frame needs to be stored')
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+def written_frames(video):
+    """Names of the frames the server scores and we write: listed ones from the first annotation on."""
+    return [n for n in video.frame_names[video.first_labelled:] if n in video.listed]
+
+
+def segment_video(network, video, out_folder, device, amp, engine_args):
+    """Segments one video; yields each processed frame's name. out_folder only appears once complete."""
+    partial = os.path.join(os.path.dirname(out_folder), f'.{os.path.basename(out_folder)}.partial')
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    core = InferenceCoreYV(network, num_objects=len(video.objects()), **engine_args)
+    with autocast(device, amp):
+        for t, label_map in propagate_yv(core, video.frames(device), video.labels, video.size):
+            name = video.frame_names[t]
+            if name in video.listed:
+                write_palette_png(os.path.join(partial, name + '.png'), label_map, video.palette)
+            yield name
+    shutil.rmtree(out_folder, ignore_errors=True)
+    os.replace(partial, out_folder)
+
+
+def write_zip(output, expected):
+    """<output>.zip with Annotations/<video>/<frame>.png; written under a temp name, then renamed."""
+    path = output + '.zip'
+    tmp = path + '.partial'
+    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:   # PNGs are compressed already
+        for video, frames in expected.items():
+            for f in frames:
+                arcname = f'Annotations/{video}/{f}.png'
+                z.write(os.path.join(output, arcname), arcname)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    output = os.path.normpath(args.output)
+    annotations = os.path.join(output, 'Annotations')
+    dataset = YouTubeVOSTestDataset(args.yv, args.split, size=None if args.size <= 0 else args.size)
+    # every video is opened (annotations read and checked) before any compute: bad input fails fast
+    expected, lengths = {}, {}
+    for name in progressbar.progressbar(dataset.videos, prefix='checking videos '):
+        video = dataset.video(name)
+        expected[name] = written_frames(video)
+        lengths[name] = len(video.frame_names) - video.first_labelled
+    todo = [v for v in dataset.videos if not is_complete(os.path.join(annotations, v), expected[v])]
+    if len(todo) < len(dataset):
+        print(f'{len(dataset) - len(todo)} of {len(dataset)} videos already complete in {annotations}: skipped')
+    check_writable(annotations)
+    engine_args = dict(top_k=args.top_k, mem_freq=args.mem_freq,
+                       quality_thr=args.quality_thr, memory_thr=args.memory_thr)
+    done, elapsed = 0, 0.0
+    if todo:
+        network = build_network(ensure_model(args.model), device)
+        bar = progressbar.ProgressBar(max_value=sum(lengths[v] for v in todo), prefix='{variables.video} ',
+                                      variables={'video': '-'}, redirect_stdout=True)
+        for name in todo:
+            video = dataset.video(name)
+            start = time.perf_counter()
+            for _ in segment_video(network, video, os.path.join(annotations, name), device, args.amp, engine_args):
+                done += 1
+                bar.update(done, video=name)
+            elapsed += time.perf_counter() - start
+        bar.finish()
+        print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS')
+    print(f'wrote {write_zip(output, expected)}')
+
+
+if __name__ == '__main__':
+    run_main(main)
