@@ -10,8 +10,6 @@ import argparse
 import itertools
 import os
 import resource
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -25,6 +23,7 @@ from util.cli import add_device_args, autocast, resolve_device, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError
 from util.image_io import write_palette_png
+from util.output import atomic_folder, check_writable, is_complete
 from util.tensor_util import frame_to_tensor, labels_to_masks
 
 
@@ -44,20 +43,6 @@ def add_common_args(parser):
     add_device_args(parser)
 
 
-def check_writable(folder):
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise UserInputError(f'{folder}: output folder is not writable ({e.strerror})') from None
-
-
-def is_complete(folder, frame_names):
-    return os.path.isdir(folder) and all(
-        os.path.isfile(os.path.join(folder, n + '.png')) for n in frame_names)
-
-
 def segment_video(network, video, out_folder, device, amp, engine_args):
     """Segments one DAVIS video into out_folder; the folder only appears once every frame is written."""
     labels, objects, _ = video.first_annotation()
@@ -68,23 +53,13 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
                              f'but the frames are {first.shape[1]}x{first.shape[0]}')
     # index k of the engine's output is the k-th object of the first frame
     to_label = np.array([0] + objects, dtype=np.uint8)
-    partial = os.path.join(os.path.dirname(out_folder), f'.{os.path.basename(out_folder)}.partial')
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-
     core = InferenceCore(network, **engine_args)
     tensors = (frame_to_tensor(rgb, device) for rgb in itertools.chain([first], frames))
-    try:
-        with autocast(device, amp):
-            outputs = propagate(core, tensors, labels_to_masks(labels, objects, device))
-            for name, index_map in zip(video.frame_names, outputs):
-                write_palette_png(os.path.join(partial, name + '.png'), to_label[index_map])
-                yield name
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    shutil.rmtree(out_folder, ignore_errors=True)
-    os.replace(partial, out_folder)
+    with atomic_folder(out_folder) as partial, autocast(device, amp):
+        outputs = propagate(core, tensors, labels_to_masks(labels, objects, device))
+        for name, index_map in zip(video.frame_names, outputs):
+            write_palette_png(os.path.join(partial, name + '.png'), to_label[index_map])
+            yield name
 
 
 def segment_dataset(dataset, args):

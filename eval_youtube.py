@@ -12,19 +12,19 @@ videos are skipped, so an interrupted run resumes where it stopped.
 """
 import argparse
 import os
-import shutil
 import time
 import zipfile
 
 import progressbar
 
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
-from eval_davis import check_writable, is_complete, top_k_arg
+from eval_davis import top_k_arg
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
 from util.cli import add_device_args, autocast, resolve_device, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
+from util.output import atomic_folder, check_writable, is_complete
 
 
 def parse_args(argv=None):
@@ -52,18 +52,13 @@ def written_frames(video):
 
 def segment_video(network, video, out_folder, device, amp, engine_args):
     """Segments one video; yields each processed frame's name. out_folder only appears once complete."""
-    partial = os.path.join(os.path.dirname(out_folder), f'.{os.path.basename(out_folder)}.partial')
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
     core = InferenceCoreYV(network, num_objects=len(video.objects()), **engine_args)
-    with autocast(device, amp):
+    with atomic_folder(out_folder) as partial, autocast(device, amp):
         for t, label_map in propagate_yv(core, video.frames(device), video.labels, video.size):
             name = video.frame_names[t]
             if name in video.listed:
                 write_palette_png(os.path.join(partial, name + '.png'), label_map, video.palette)
             yield name
-    shutil.rmtree(out_folder, ignore_errors=True)
-    os.replace(partial, out_folder)
 
 
 def write_zip(output, expected):
