@@ -1,0 +1,229 @@
+"""Segments your own video from an annotated first frame (or several annotated frames).
+
+    python segment_video.py --video clip.mp4 --mask first_frame.png --output out/
+
+--video is a video file (mp4, avi, mov, ...) or a folder of frames. The mask is
+a palette PNG (one index per object, 255 = unlabelled) or a binary PNG (0/255)
+at the video's size. With --mask_dir, <frame>.png files annotate several frames
+(frame names are the image stems of a folder, 00000, 00001, ... for a video
+file); objects may first appear on any of them, as in YouTube-VOS, and frames
+before the first annotation get empty masks. Writes <output>/masks/<frame>.png
+at the video's own size and <output>/overlay.mp4. Everything streams frame by
+frame: memory does not grow with the video's length.
+"""
+import argparse
+import itertools
+import os
+import sys
+import time
+
+import numpy as np
+import progressbar
+import torch
+
+from datasets.video_reader import open_video
+from datasets.yv_test_dataset import VOID, processing_size as yv_processing_size, resize_labels
+from eval_davis import top_k_arg
+from inference_core import InferenceCore, propagate
+from inference_core_yv import InferenceCoreYV, propagate_yv
+from model.checkpoint import build_network
+from util.cli import add_device_args, autocast, resolve_device, run_main
+from util.download import DEFAULT_MODEL, ensure_model
+from util.errors import UserInputError
+from util.image_io import read_label_mask, write_palette_png
+from util.overlay import Mp4Writer, blend, side_by_side
+from util.palette import DAVIS_PALETTE
+from util.tensor_util import frame_to_tensor, labels_to_masks
+
+FOLDER_FPS = 25  # a frame folder carries no frame rate
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--video', required=True, help='video file or folder of frames')
+    annotation = parser.add_mutually_exclusive_group(required=True)
+    annotation.add_argument('--mask', help="the first frame's annotation (PNG)")
+    annotation.add_argument('--mask_dir', help='folder of <frame>.png annotations; objects may enter on any of them')
+    parser.add_argument('--output', required=True, help='folder for masks/<frame>.png and overlay.mp4')
+    parser.add_argument('--model', default=DEFAULT_MODEL,
+                        help=f'checkpoint (default {DEFAULT_MODEL}, downloaded when missing)')
+    parser.add_argument('--size', type=int, default=480,
+                        help='process at this short side when the video is larger (default 480; -1: full size); '
+                             'masks are written at the video size')
+    parser.add_argument('--resize_mask', action='store_true',
+                        help='resize masks of another size to the video size (nearest neighbour) instead of failing')
+    parser.add_argument('--side_by_side', action='store_true', help='overlay.mp4 shows the frame next to the overlay')
+    parser.add_argument('--fps', type=float, help='frame rate of overlay.mp4 (default: the video\'s own, '
+                                                  f'{FOLDER_FPS} for a frame folder)')
+    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+    parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+def processing_size(video_size, short_side):
+    """(h, w) to run the network at: the short side reduced to `short_side`, never enlarged (-1: as is)."""
+    keep = short_side <= 0 or min(video_size) <= short_side
+    return yv_processing_size(*video_size, None if keep else short_side)
+
+
+def load_mask(path, video_size, resize):
+    """Label map at the video size and the file's palette; refuses empty and (unless `resize`) mis-sized masks."""
+    labels, palette = read_label_mask(path)
+    labels = np.where(labels == VOID, 0, labels).astype(np.uint8)  # 255 = unlabelled, as in DAVIS/YouTube-VOS
+    if labels.shape != tuple(video_size):
+        if not resize:
+            raise UserInputError(f'{path}: mask is {labels.shape[1]}x{labels.shape[0]} but the video is '
+                                 f'{video_size[1]}x{video_size[0]} (pass --resize_mask to resize it)')
+        labels = resize_labels(labels, video_size)
+    if not labels.any():
+        raise UserInputError(f'{path}: the mask contains no object (every pixel is 0)')
+    return labels, palette
+
+
+def load_mask_dir(folder, video, resize):
+    """{frame index: label map} of every <frame>.png in `folder`, and the first mask's palette."""
+    if not os.path.isdir(folder):
+        raise UserInputError(f'{folder}: mask folder not found')
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith('.png'))
+    if not files:
+        raise UserInputError(f'{folder}: no <frame>.png annotation in this folder')
+    masks = {}
+    for file in files:
+        name = os.path.splitext(file)[0]
+        index = video.frame_index(name)
+        if index is None:
+            raise UserInputError(f'{os.path.join(folder, file)}: no frame of {video.path} is named {name!r} '
+                                 f'(masks must be named like the frames: image stems, or 00000.png... for a video)')
+        masks[index] = load_mask(os.path.join(folder, file), video.size, resize)
+    first = min(masks)
+    return {i: labels for i, (labels, _) in masks.items()}, masks[first][1]
+
+
+def prepare_output(folder):
+    """Creates <folder>/masks; refuses an output path that is a file."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserInputError(f'{folder}: output path is a file, not a folder')
+    masks = os.path.join(folder, 'masks')
+    try:
+        os.makedirs(masks, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f'{masks}: cannot create the output folder ({e.strerror})') from None
+    return masks
+
+
+def frames_and_tensors(frames, device, size):
+    """Two views of one stream: (name, rgb) for writing and network-ready tensors for the engine.
+
+    itertools.tee buffers only what one view is ahead of the other (the
+    engine's one-frame look-ahead), so the stream stays frame by frame.
+    """
+    for_writing, for_engine = itertools.tee(frames)
+    return for_writing, (frame_to_tensor(rgb, device, size) for _, rgb in for_engine)
+
+
+def segment_from_first_mask(core, video, labels, device, size):
+    """DAVIS engine from frame 0; yields (name, rgb, label map with the mask's ids) per frame."""
+    objects = [int(o) for o in np.unique(labels) if o != 0]
+    to_label = np.array([0] + objects, dtype=np.uint8)  # engine index k -> k-th object's id
+    for_writing, tensors = frames_and_tensors(iter(video), device, size)
+    results = propagate(core, tensors, labels_to_masks(labels, objects, device, size), video.size)
+    for (name, rgb), index_map in zip(for_writing, results):
+        yield name, rgb, to_label[index_map]
+
+
+def segment_from_masks(core, video, labels_by_index, device, size):
+    """YouTube-VOS engine; yields (name, rgb, label map with the masks' ids) per frame.
+
+    Frames before the first annotation have nothing to segment: they get an
+    empty mask and are not passed to the engine (so nothing is buffered).
+    """
+    first = min(labels_by_index)
+    frames = iter(video)
+    for name, rgb in itertools.islice(frames, first):
+        yield name, rgb, np.zeros(rgb.shape[:2], np.uint8)
+    labels = {i - first: resize_labels(lab, size) for i, lab in labels_by_index.items()}
+    for_writing, tensors = frames_and_tensors(frames, device, size)
+    for (name, rgb), (_, label_map) in zip(for_writing, propagate_yv(core, tensors, labels, video.size)):
+        yield name, rgb, label_map
+
+
+def progress_bar(total):
+    """Frames done, frames/s and ETA (elapsed time when the container does not tell the length).
+
+    fd is passed explicitly: progressbar2's default is the sys.stderr of import time.
+    """
+    rate = progressbar.FileTransferSpeed(format='%(scaled)5.1f %(prefix)sframes/s',
+                                         inverse_format='%(scaled)5.1f s/frame')
+    if total is None:
+        widgets = [progressbar.Counter('%(value)d frames'), ' ', rate, ' ', progressbar.Timer()]
+        return progressbar.ProgressBar(max_value=progressbar.UnknownLength, widgets=widgets, fd=sys.stderr)
+    widgets = [progressbar.SimpleProgress(), ' ', progressbar.Bar(), ' ', rate, ' ', progressbar.ETA()]
+    # a container's frame count can be off by a few: never fail on it
+    return progressbar.ProgressBar(max_value=total, widgets=widgets, max_error=False, fd=sys.stderr)
+
+
+def peak_memory(device):
+    """Peak resident memory of this process (and peak CUDA allocation), as text."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        text = 'peak RSS n/a'
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss *= 1 if sys.platform == 'darwin' else 1024  # bytes on macOS, KiB on Linux
+        text = f'peak RSS {rss / 2**20:.0f} MB'
+    if device.type == 'cuda':
+        text += f', peak CUDA {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB'
+    return text
+
+
+def quality_gate_summary(decisions, mem_freq):
+    stored = decisions['stored'] + decisions['replaced']
+    return (f'memory: {stored} frames stored ({decisions["replaced"]} replacing older ones), '
+            f'{decisions["low_quality"]} rejected by the quality gate, '
+            f'{decisions["not_due"]} not due (--mem_freq {mem_freq})')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    # every input check before the model is built (or downloaded)
+    video = open_video(args.video)
+    if args.mask:
+        labels, palette = load_mask(args.mask, video.size, args.resize_mask)
+    else:
+        labels_by_index, palette = load_mask_dir(args.mask_dir, video, args.resize_mask)
+    masks_dir = prepare_output(args.output)
+    network = build_network(ensure_model(args.model), device)
+
+    size = processing_size(video.size, args.size)
+    if args.mask:
+        core = InferenceCore(network, top_k=args.top_k, mem_freq=args.mem_freq)
+        results = segment_from_first_mask(core, video, labels, device, size)
+    else:
+        # the published engine gates with all of the video's objects; the mask folder tells them all
+        num_objects = len({int(i) for labels in labels_by_index.values() for i in np.unique(labels) if i})
+        core = InferenceCoreYV(network, top_k=args.top_k, mem_freq=args.mem_freq, num_objects=num_objects)
+        results = segment_from_masks(core, video, labels_by_index, device, size)
+    palette = DAVIS_PALETTE if palette is None else palette
+    fps = args.fps or video.fps or FOLDER_FPS
+
+    print(f'{args.video}: {video.size[1]}x{video.size[0]}, processing at {size[1]}x{size[0]} on {device}')
+    done, start = 0, time.perf_counter()
+    with autocast(device, args.amp), progress_bar(video.num_frames) as bar, \
+            Mp4Writer(os.path.join(args.output, 'overlay.mp4'), fps) as writer:
+        for name, rgb, label_map in results:
+            write_palette_png(os.path.join(masks_dir, name + '.png'), label_map, palette)
+            overlay = blend(rgb, label_map)
+            writer.write(side_by_side(rgb, overlay) if args.side_by_side else overlay)
+            done += 1
+            bar.update(done)
+    elapsed = time.perf_counter() - start
+    print(f'{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} frames/s), {peak_memory(device)}')
+    print(quality_gate_summary(core.decisions, args.mem_freq))
+    print(f'wrote {masks_dir}/<frame>.png and {writer.path}')
+
+
+if __name__ == '__main__':
+    run_main(main)

@@ -1,0 +1,297 @@
+"""segment_video.py: a video file and a frame folder end to end, the bundled sample, every bad input."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import segment_video
+from datasets.video_reader import natural_key, open_video
+from inference_core_yv import InferenceCoreYV, propagate_yv
+from util.cli import run_main
+from util.errors import UserInputError
+from util.image_io import read_rgb
+from util.overlay import Mp4Writer, blend
+from util.palette import DAVIS_PALETTE
+from util.tensor_util import frame_to_tensor
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 120   # processing short side: the network costs seconds per frame on CPU at 480
+LONG_SIZE = 64   # for the 117-frame video, whose test checks the pipeline, not the masks
+
+
+def save_palette_png(path, labels):
+    img = Image.fromarray(labels.astype(np.uint8), mode='P')
+    img.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
+    img.save(path)
+    return path
+
+
+def run_cli(argv, capsys):
+    """segment_video's main in-process, as the command line runs it; returns (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        run_main(lambda: segment_video.main([str(a) for a in argv]))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def count_video_frames(path):
+    capture = cv2.VideoCapture(str(path))
+    count, size = 0, None
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        count, size = count + 1, frame.shape[:2]
+    capture.release()
+    return count, size
+
+
+@pytest.fixture(scope='module')
+def example_mp4(shared_dir):
+    return shared_dir / 'data' / 'examples' / 'example.mp4'
+
+
+@pytest.fixture(scope='module')
+def judo(shared_dir):
+    return shared_dir / 'data' / 'examples' / 'images' / 'judo', shared_dir / 'data' / 'examples' / 'masks' / 'judo'
+
+
+@pytest.mark.slow
+def test_mp4_in_pngs_and_overlay_out_at_the_video_size(example_mp4, synthetic_checkpoint, tmp_path, capsys):
+    labels = np.zeros((480, 640), np.uint8)
+    labels[80:420, 200:440] = 3   # a non-contiguous id must come back as itself
+    mask = save_palette_png(tmp_path / 'first.png', labels)
+    out = tmp_path / 'out'
+    code, stdout, err = run_cli(['--video', example_mp4, '--mask', mask, '--output', out, '--model',
+                                 synthetic_checkpoint, '--size', LONG_SIZE, '--device', 'cpu'], capsys)
+    assert code == 0, err
+    pngs = sorted((out / 'masks').glob('*.png'))
+    assert [p.stem for p in pngs] == [f'{i:05d}' for i in range(117)]
+    for p in pngs[::10] + pngs[-1:]:
+        img = Image.open(p)
+        assert img.mode == 'P' and img.size == (640, 480)
+        assert set(np.unique(np.asarray(img))) <= {0, 3}
+    assert 3 in np.asarray(Image.open(pngs[0]))
+    assert count_video_frames(out / 'overlay.mp4') == (117, (480, 640))
+    assert not list(out.glob('*.partial*'))
+    assert '117 frames' in stdout and 'frames/s' in stdout and 'peak RSS' in stdout and 'stored' in stdout
+
+
+@pytest.mark.slow
+def test_mask_dir_matches_the_youtube_engine(judo, network, synthetic_checkpoint, tmp_path, capsys):
+    """Objects entering at frames 0, 5, 8, 13; masks/judo/00005.png is 853 px wide, hence --resize_mask."""
+    frames_dir, masks_dir = judo
+    out = tmp_path / 'out'
+    code, _, err = run_cli(['--video', frames_dir, '--mask_dir', masks_dir, '--resize_mask', '--output', out,
+                            '--model', synthetic_checkpoint, '--size', SIZE, '--device', 'cpu'], capsys)
+    assert code == 0, err
+
+    # the same input straight through the engine: frames and masks resized by hand
+    size = (SIZE, 214)   # 854x480 at short side 120
+    assert segment_video.processing_size((480, 854), SIZE) == size
+    labels = {}
+    for path in sorted(masks_dir.glob('*.png')):
+        ids = torch.from_numpy(np.array(Image.open(path)))[None, None].float()
+        ids = F.interpolate(ids, size=(480, 854), mode='nearest')   # --resize_mask
+        labels[int(path.stem)] = F.interpolate(ids, size=size, mode='nearest')[0, 0].to(torch.uint8).numpy()
+    frames = (frame_to_tensor(read_rgb(p), 'cpu', size) for p in sorted(frames_dir.glob('*.jpg')))
+    core = InferenceCoreYV(network, top_k=50, mem_freq=5, num_objects=4)
+    expected = dict(propagate_yv(core, frames, labels, out_size=(480, 854)))
+
+    written = sorted((out / 'masks').glob('*.png'))
+    assert [p.stem for p in written] == [f'{i:05d}' for i in range(16)]
+    for i, path in enumerate(written):
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), expected[i], err_msg=path.name)
+    assert set(np.unique(expected[15])) <= {0, 1, 2, 3, 4}
+    assert count_video_frames(out / 'overlay.mp4') == (16, (480, 854))
+
+
+@pytest.mark.slow
+def test_bundled_sample_main_command(synthetic_checkpoint, tmp_path):
+    """README's main-job command on samples/, with the synthetic weights and a CPU-friendly size."""
+    out = tmp_path / 'judo'
+    cmd = [sys.executable, 'segment_video.py', '--video', 'samples/judo.mp4', '--mask', 'samples/judo_masks/00000.png',
+           '--output', out, '--model', synthetic_checkpoint, '--size', SIZE, '--device', 'cpu', '--side_by_side']
+    result = subprocess.run([str(c) for c in cmd], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert len(list((out / 'masks').glob('*.png'))) == 16
+    assert count_video_frames(out / 'overlay.mp4') == (16, (480, 2 * 854))
+    assert '16 frames' in result.stdout
+
+
+class CountingVideo:
+    """A 40-frame video that records how many frames have been decoded."""
+    size = (16, 16)
+
+    def __init__(self):
+        self.decoded = 0
+
+    def __iter__(self):
+        for i in range(40):
+            self.decoded += 1
+            yield f'{i:05d}', np.full((16, 16, 3), i, np.uint8)
+
+
+class FixedCore:
+    """Stands in for both engines: every frame is object 1 on the left half."""
+    decisions = {}
+
+    def __init__(self):
+        self.prob = torch.zeros(2, 1, 16, 16)
+        self.prob[1, :, :, :8] = 1
+        self.prob[0, :, :, 8:] = 1
+
+    def start(self, frame, masks):
+        return self.prob
+
+    def step(self, frame, *labels, memorize=True):
+        return self.prob
+
+    def to_ids(self, index_map):
+        return index_map * 7
+
+
+def test_first_mask_path_streams_frame_by_frame():
+    video, labels = CountingVideo(), np.zeros((16, 16), np.uint8)
+    labels[:, :8] = 5
+    for k, (name, rgb, label_map) in enumerate(
+            segment_video.segment_from_first_mask(FixedCore(), video, labels, 'cpu', (16, 16))):
+        assert video.decoded <= k + 2   # the engine's one-frame look-ahead, nothing more
+        assert name == f'{k:05d}' and rgb[0, 0, 0] == k
+        assert (label_map[:, :8] == 5).all() and not label_map[:, 8:].any()
+    assert k == 39
+
+
+def test_mask_dir_path_streams_and_leaves_frames_before_the_first_annotation_empty():
+    video, labels = CountingVideo(), np.zeros((16, 16), np.uint8)
+    labels[:, :8] = 7
+    results = segment_video.segment_from_masks(FixedCore(), video, {10: labels, 20: labels}, 'cpu', (16, 16))
+    for k, (name, rgb, label_map) in enumerate(results):
+        assert video.decoded <= k + 2
+        assert name == f'{k:05d}' and rgb[0, 0, 0] == k
+        assert not label_map.any() if k < 10 else (label_map[:, :8] == 7).all()
+    assert k == 39
+
+
+def test_help_is_clean():
+    result = subprocess.run([sys.executable, 'segment_video.py', '--help'], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ''
+    for option in ('--video', '--mask', '--mask_dir', '--output', '--model', '--size', '--resize_mask',
+                   '--side_by_side', '--device', '--amp', '--top_k', '--mem_freq'):
+        assert option in result.stdout
+
+
+def write_frames(folder, sizes):
+    folder.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(folder / f'{i:05d}.png')
+    return folder
+
+
+def bad_inputs(tmp, example_mp4):
+    """name -> (argv without --model/--device, expected message fragment)."""
+    broken = tmp / 'broken.mp4'
+    broken.write_text('not a video')
+    mask = save_palette_png(tmp / 'mask.png', np.pad(np.ones((10, 10), np.uint8), ((0, 470), (0, 630))))
+    small = save_palette_png(tmp / 'small.png', np.ones((240, 320), np.uint8))
+    empty = save_palette_png(tmp / 'empty.png', np.zeros((480, 640), np.uint8))
+    one_frame = write_frames(tmp / 'one', [(480, 640)])
+    one_frame_mp4 = tmp / 'one.mp4'
+    with Mp4Writer(str(one_frame_mp4), 25) as writer:
+        writer.write(np.zeros((480, 640, 3), np.uint8))
+    a_file = tmp / 'out.txt'
+    a_file.write_text('')
+    unknown = tmp / 'unknown_masks'
+    unknown.mkdir()
+    save_palette_png(unknown / 'frame_7.png', np.ones((480, 640), np.uint8))
+    return {
+        'unreadable video': (['--video', broken, '--mask', mask], 'cannot read this video'),
+        'missing video': (['--video', tmp / 'nowhere.mp4', '--mask', mask], 'no such video'),
+        'mask size': (['--video', example_mp4, '--mask', small], 'pass --resize_mask'),
+        'empty mask': (['--video', example_mp4, '--mask', empty], 'no object'),
+        'one-frame folder': (['--video', one_frame, '--mask', mask], 'at least 2 images'),
+        'one-frame video': (['--video', one_frame_mp4, '--mask', mask], 'fewer than 2 frames'),
+        'output is a file': (['--video', example_mp4, '--mask', mask, '--output', a_file], 'is a file'),
+        'mask for no frame': (['--video', example_mp4, '--mask_dir', unknown], "named 'frame_7'"),
+    }
+
+
+@pytest.mark.parametrize('case', ['unreadable video', 'missing video', 'mask size', 'empty mask', 'one-frame folder',
+                                  'one-frame video', 'output is a file', 'mask for no frame'])
+def test_bad_input_is_one_line_error(case, example_mp4, synthetic_checkpoint, tmp_path, capsys):
+    argv, message = bad_inputs(tmp_path, example_mp4)[case]
+    if '--output' not in argv:
+        argv += ['--output', tmp_path / 'out']
+    code, _, err = run_cli(argv + ['--model', synthetic_checkpoint, '--device', 'cpu'], capsys)
+    assert code == 2
+    assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
+
+
+def test_resize_mask_accepts_another_size(example_mp4, tmp_path):
+    small = save_palette_png(tmp_path / 'small.png', np.pad(np.full((120, 160), 2, np.uint8), ((0, 120), (0, 160))))
+    labels, _ = segment_video.load_mask(str(small), (480, 640), resize=True)
+    assert labels.shape == (480, 640) and labels[:240, :320].all() and not labels[240:, 320:].any()
+
+
+def test_folder_frames_of_different_sizes_fail_naming_the_file(tmp_path):
+    video = open_video(str(write_frames(tmp_path / 'frames', [(48, 64), (48, 64), (50, 64)])))
+    with pytest.raises(UserInputError, match='00002.png: frame is 64x50 but the first frame is 64x48'):
+        list(video)
+
+
+def test_frame_folder_is_in_natural_order_and_named_by_stems(tmp_path):
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for name in ('f10', 'f2', 'f1'):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / f'{name}.jpg')
+    (folder / 'notes.txt').write_text('not a frame')
+    video = open_video(str(folder))
+    assert [name for name, _ in video] == ['f1', 'f2', 'f10']
+    assert video.frame_index('f10') == 2 and video.frame_index('f3') is None
+    assert sorted(['a10', 'a9'], key=natural_key) == ['a9', 'a10']
+
+
+def test_video_file_probe(example_mp4):
+    video = open_video(str(example_mp4))
+    assert video.size == (480, 640) and video.fps == 25 and video.num_frames == 117
+    assert video.frame_index('00116') == 116 and video.frame_index('00117') is None and video.frame_index('7') is None
+
+
+def test_processing_size_reduces_never_enlarges():
+    assert segment_video.processing_size((720, 1280), 480) == (480, 853)
+    assert segment_video.processing_size((480, 854), 480) == (480, 854)
+    assert segment_video.processing_size((360, 640), 480) == (360, 640)
+    assert segment_video.processing_size((1080, 1920), -1) == (1080, 1920)
+
+
+def test_blend_uses_the_davis_colour_of_each_id():
+    rgb = np.full((2, 2, 3), 100, np.uint8)
+    labels = np.array([[0, 1], [2, 0]], np.uint8)
+    out = blend(rgb, labels, alpha=0.5)
+    assert (out[0, 0] == 100).all() and (out[1, 1] == 100).all()
+    np.testing.assert_array_equal(out[0, 1], np.round((100 + DAVIS_PALETTE[1].astype(float)) / 2))
+    np.testing.assert_array_equal(out[1, 0], np.round((100 + DAVIS_PALETTE[2].astype(float)) / 2))
+
+
+def test_mp4_writer_pads_odd_sizes_and_publishes_only_complete_files(tmp_path):
+    path = tmp_path / 'v.mp4'
+    with Mp4Writer(str(path), 10) as writer:
+        for _ in range(3):
+            writer.write(np.zeros((31, 45, 3), np.uint8))
+    assert count_video_frames(path) == (3, (32, 46))
+
+    failed = tmp_path / 'failed.mp4'
+    with pytest.raises(RuntimeError):
+        with Mp4Writer(str(failed), 10) as writer:
+            writer.write(np.zeros((32, 32, 3), np.uint8))
+            raise RuntimeError('interrupted')
+    assert list(tmp_path.iterdir()) == [path]
