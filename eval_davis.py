@@ -9,26 +9,20 @@ complete are skipped, so an interrupted run resumes where it stopped.
 import argparse
 import itertools
 import os
-import resource
 import time
 
 import numpy as np
 import progressbar
-import torch
 
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, resolve_device, run_main
+from util.cli import add_device_args, autocast, peak_memory, resolve_device, run_main, top_k_arg
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete
 from util.tensor_util import frame_to_tensor, labels_to_masks
-
-
-def top_k_arg(text):
-    return None if text.lower() == 'none' else int(text)
 
 
 def add_common_args(parser):
@@ -85,10 +79,8 @@ def segment_dataset(dataset, args):
             bar.update(done, video=video.name)
     bar.finish()
     elapsed = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
-          f'peak RSS {peak_mb:.0f} MB' + (f', peak CUDA {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB'
-                                         if device.type == 'cuda' else ''))
+          f'{peak_memory(device)}')
 
 
 def evaluate_outputs(davis_root, output, image_set, single_object, sequences):

@@ -18,10 +18,9 @@ import zipfile
 import progressbar
 
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
-from eval_davis import top_k_arg
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, resolve_device, run_main
+from util.cli import add_device_args, autocast, peak_memory, resolve_device, run_main, top_k_arg
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete
@@ -105,7 +104,8 @@ def main(argv=None):
                 bar.update(done, video=name)
             elapsed += time.perf_counter() - start
         bar.finish()
-        print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS')
+        print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
+              f'{peak_memory(device)}')
     print(f'wrote {write_zip(output, expected)}')
 
 

@@ -19,15 +19,13 @@ import time
 
 import numpy as np
 import progressbar
-import torch
 
 from datasets.video_reader import open_video
 from datasets.yv_test_dataset import VOID, processing_size as yv_processing_size, resize_labels
-from eval_davis import top_k_arg
 from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, resolve_device, run_main
+from util.cli import add_device_args, autocast, peak_memory, resolve_device, run_main, top_k_arg
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError
 from util.image_io import read_label_mask, write_palette_png
@@ -100,10 +98,13 @@ def load_mask_dir(folder, video, resize):
     return {i: labels for i, (labels, _) in masks.items()}, masks[first][1]
 
 
-def prepare_output(folder):
-    """Creates <folder>/masks; refuses an output path that is a file."""
+def check_output_path(folder):
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserInputError(f'{folder}: output path is a file, not a folder')
+
+
+def prepare_output(folder):
+    """Creates <folder>/masks."""
     masks = os.path.join(folder, 'masks')
     try:
         os.makedirs(masks, exist_ok=True)
@@ -163,21 +164,6 @@ def progress_bar(total):
     return progressbar.ProgressBar(max_value=total, widgets=widgets, max_error=False, fd=sys.stderr)
 
 
-def peak_memory(device):
-    """Peak resident memory of this process (and peak CUDA allocation), as text."""
-    try:
-        import resource  # Unix only
-    except ImportError:
-        text = 'peak RSS n/a'
-    else:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rss *= 1 if sys.platform == 'darwin' else 1024  # bytes on macOS, KiB on Linux
-        text = f'peak RSS {rss / 2**20:.0f} MB'
-    if device.type == 'cuda':
-        text += f', peak CUDA {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB'
-    return text
-
-
 def quality_gate_summary(decisions, mem_freq):
     stored = decisions['stored'] + decisions['replaced']
     return (f'memory: {stored} frames stored ({decisions["replaced"]} replacing older ones), '
@@ -194,8 +180,9 @@ def main(argv=None):
         labels, palette = load_mask(args.mask, video.size, args.resize_mask)
     else:
         labels_by_index, palette = load_mask_dir(args.mask_dir, video, args.resize_mask)
-    masks_dir = prepare_output(args.output)
+    check_output_path(args.output)
     network = build_network(ensure_model(args.model), device)
+    masks_dir = prepare_output(args.output)
 
     size = processing_size(video.size, args.size)
     if args.mask:

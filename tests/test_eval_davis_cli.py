@@ -91,7 +91,7 @@ def test_eval_davis_2016_writes_854x480_palette_pngs_and_resumes(shared_dir, syn
 
 @pytest.mark.slow
 def test_eval_davis_2017_multi_object(shared_dir, synthetic_checkpoint, tmp_path, monkeypatch, capsys):
-    root = make_davis(shared_dir, tmp_path / 'DAVIS' / 'trainval', 2017)
+    make_davis(shared_dir, tmp_path / 'DAVIS' / 'trainval', 2017)
     out = tmp_path / 'out'
     (out / 'car-shadow').mkdir(parents=True)   # an incomplete earlier run is redone, not skipped
     code, err = run_cli(eval_davis, ['--model', synthetic_checkpoint, '--davis', tmp_path / 'DAVIS',

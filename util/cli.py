@@ -14,6 +14,26 @@ def add_device_args(parser):
     parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
 
 
+def top_k_arg(text):
+    """--top_k value: an integer, or "none" for a dense read of every memory pixel."""
+    return None if text.lower() == 'none' else int(text)
+
+
+def peak_memory(device):
+    """Peak resident memory of this process (and peak CUDA allocation), as text."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        text = 'peak RSS n/a'
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss *= 1 if sys.platform == 'darwin' else 1024  # bytes on macOS, KiB on Linux
+        text = f'peak RSS {rss / 2**20:.0f} MB'
+    if device.type == 'cuda':
+        text += f', peak CUDA {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB'
+    return text
+
+
 def resolve_device(name):
     try:
         device = torch.device(name)
