@@ -1,0 +1,282 @@
+"""Training side of QDMN: the two-step propagation forward, the loss, the optimiser, checkpoints.
+
+One training sample is three frames of a video (or three warps of one
+image). Frame 0 is memorised with its ground truth, frame 1 is segmented
+from that memory, memorised with its own prediction, and frame 2 is
+segmented from both. The quality head scores the predictions of frames 1
+and 2 and learns to predict their IoU with the ground truth.
+"""
+import os
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from model.aggregate import aggregate_logits
+from model.checkpoint import MEMORY_CONV1, load_network, read_state_dict
+from model.losses import BootstrappedCE, intersection_union, iou_from_counts, quality_loss
+from model.resnet import IMAGENET_URL, imagenet_to_trunk
+from util.cli import autocast
+from util.errors import UserInputError
+
+
+def memorize(net, frame, masks):
+    """Encodes one frame for every object of every sample.
+
+    frame (B,3,H,W), masks (B,K,H,W) -> key (B*K,128,1,h,w), value (B*K,512,1,h,w), score (B,K).
+    Each object's memory also sees the sum of the other objects' masks.
+    """
+    b, k = masks.shape[:2]
+    others = masks.sum(1, keepdim=True) - masks
+    key, value, score = net.encode_memory(frame.repeat_interleave(k, 0),
+                                          masks.flatten(0, 1).unsqueeze(1), others.flatten(0, 1).unsqueeze(1))
+    return key, value, score.view(b, k)
+
+
+def segment(net, query, prev_masks, mem_key, mem_value, selector):
+    """Segments one query frame of every sample from the objects' memories.
+
+    query = (f16, f8, f4) of the frame, prev_masks (B,K,H,W) gate the query
+    (foreground = max over objects). Returns (background, objects) logits
+    (B,K+1,H,W) and the aggregated object probabilities (B,K,H,W).
+    """
+    f16, f8, f4 = query
+    b, k = selector.shape
+    _, qk, qv = net.query_key_value(f16, prev_masks.max(1, keepdim=True)[0])
+    # Objects are read one by one: every sample's query is repeated once per object.
+    qk, qv, f8, f4 = (x.repeat_interleave(k, 0) for x in (qk, qv, f8, f4))
+    logits = net.segment_logits(net.read(mem_key, mem_value, qk, qv), f8, f4)
+    # A sample with one object still carries a second, empty slot: zero it before aggregating.
+    prob = torch.sigmoid(logits.float()).view(b, k, *logits.shape[-2:]) * selector[:, :, None, None]
+    agg_logits = aggregate_logits(prob, dim=1)
+    return agg_logits, torch.softmax(agg_logits, dim=1)[:, 1:]
+
+
+class TwoStepPropagation(nn.Module):
+    """The whole training forward as one module call, so DDP sees one forward per iteration."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, rgb, masks, selector):
+        """rgb (B,3,3,H,W), masks (B,3,K,H,W) ground truth, selector (B,K) 1 where the object exists."""
+        net = self.network
+        b = rgb.shape[0]
+        f16, f8, f4 = net.encode_query(rgb[:, 1:].flatten(0, 1))  # frame 0 is only memorised
+        query = [tuple(f.view(b, 2, *f.shape[1:])[:, i] for f in (f16, f8, f4)) for i in range(2)]
+
+        key0, value0, _ = memorize(net, rgb[:, 0], masks[:, 0])
+        logits1, prob1 = segment(net, query[0], masks[:, 0], key0, value0, selector)
+        key1, value1, score1 = memorize(net, rgb[:, 1], prob1)
+        logits2, prob2 = segment(net, query[1], prob1, torch.cat([key0, key1], 2),
+                                 torch.cat([value0, value1], 2), selector)
+        _, _, score2 = memorize(net, rgb[:, 2], prob2)  # only its quality score is needed
+        return {'logits': [logits1, logits2], 'prob': [prob1, prob2], 'score': [score1.float(), score2.float()]}
+
+
+def training_loss(out, data, it, bootstrapped_ce, quality_weight):
+    """Per predicted frame: bootstrapped CE + quality_weight * MSE(score, IoU of the binarised mask).
+
+    Returns the total loss (tensor) and detached statistics for logging
+    (sums, so they can be added over iterations and ranks).
+    """
+    present = data['selector'] > 0.5
+    total, stats = 0, {}
+    for i, (logits, prob, score) in enumerate(zip(out['logits'], out['prob'], out['score']), start=1):
+        ce, p = bootstrapped_ce(logits, data['cls_gt'][:, i], it)
+        pred, gt = prob.detach() > 0.5, data['masks'][:, i] > 0.5
+        inter, union = intersection_union(pred, gt)
+        q_loss = quality_loss(score, iou_from_counts(inter, union), present)
+        total = total + ce + quality_weight * q_loss
+        stats[f'ce_{i}'] = ce.detach()
+        stats[f'quality_{i}'] = q_loss.detach()
+        stats['intersection'] = stats.get('intersection', 0) + inter[present].sum()
+        stats['union'] = stats.get('union', 0) + union[present].sum()
+        stats['score'] = stats.get('score', 0) + score.detach()[present].sum()
+        stats['objects'] = stats.get('objects', 0) + present.sum().float()
+        stats['p'] = torch.tensor(p)
+    stats['loss'] = total.detach()
+    return total, stats
+
+
+# Statistics reported as ratios of sums rather than per-iteration means.
+SUMMED = ('intersection', 'union', 'score', 'objects')
+
+
+class QDMNModel:
+    """Optimisation of a QDMN network: DDP wrapper, Adam + MultiStepLR, logging, save/load."""
+
+    def __init__(self, network, para, device):
+        self.para = para
+        self.device = device
+        self.network = network.to(device)
+        self.ddp = TwoStepPropagation(self.network)
+        if dist.is_initialized():  # train.py always has a group; notebooks and tests may not
+            self.ddp = DistributedDataParallel(
+                self.ddp, device_ids=[device.index] if device.type == 'cuda' else None,
+                forward_sync_buffers=False,     # BatchNorm statistics are frozen: nothing to sync per step
+                gradient_as_bucket_view=True)   # gradients live in the all-reduce buckets: no extra copy
+        # fused: one pass over each parameter; on CPU ~10x faster than the per-op update, same result.
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=para.lr, weight_decay=para.weight_decay,
+                                          fused=True)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, para.steps, para.gamma)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=para.amp and device.type == 'cuda')
+        self.bootstrapped_ce = BootstrappedCE(para.bootstrap_start, para.bootstrap_end, para.bootstrap_p)
+        self.window = defaultdict(float)  # statistics summed since the last report
+        self.window_its = 0
+
+    def train(self):
+        # As in the published training, the network runs in eval mode: BatchNorm keeps its
+        # (ImageNet) statistics, which batches of 8 small crops would only make worse.
+        self.ddp.eval()
+        return self
+
+    def do_pass(self, data, it):
+        """One optimisation step on a batch; returns the forward outputs (for sample images)."""
+        data = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in data.items()}
+        with autocast(self.device, self.para.amp):
+            out = self.ddp(data['rgb'], data['masks'], data['selector'])
+        loss, stats = training_loss(out, data, it, self.bootstrapped_ce, self.para.quality_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'loss is {loss.item()} at iteration {it}')
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        for k, v in stats.items():
+            self.window[k] += float(v)
+        self.window_its += 1
+        return out
+
+    def report(self):
+        """Averages the statistics since the last report over iterations and ranks (collective call)."""
+        keys = sorted(self.window)
+        sums = torch.tensor([self.window[k] for k in keys] + [self.window_its], dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(sums)
+        values, its = dict(zip(keys, sums[:-1].tolist())), max(sums[-1].item(), 1)
+        self.window.clear()
+        self.window_its = 0
+        scalars = {k: values[k] / its for k in keys if k not in SUMMED}
+        scalars['iou'] = values['intersection'] / max(values['union'], 1)
+        scalars['mean_score'] = values['score'] / max(values['objects'], 1)
+        scalars['lr'] = self.scheduler.get_last_lr()[0]
+        return scalars
+
+    # --- saving and resuming -------------------------------------------------------------
+
+    def save_network(self, path):
+        atomic_save(self.network.state_dict(), path)
+
+    def save_checkpoint(self, path, it, stage):
+        atomic_save({
+            'it': it,
+            'stage': stage,
+            'network': self.network.state_dict(),
+            'optimizer': self.optimizer.state_dict(),
+            'scheduler': self.scheduler.state_dict(),
+            'scaler': self.scaler.state_dict(),
+        }, path)
+
+    def load_checkpoint(self, checkpoint):
+        """Restores network, optimiser, scheduler and scaler from `read_checkpoint`'s dict; returns the iteration."""
+        load_network(self.network, checkpoint['network'], source=checkpoint['path'])
+        self.optimizer.load_state_dict(checkpoint['optimizer'])
+        self.scheduler.load_state_dict(checkpoint['scheduler'])
+        if checkpoint.get('scaler'):
+            self.scaler.load_state_dict(checkpoint['scaler'])
+        return checkpoint['it']
+
+
+def read_checkpoint(path, stage):
+    """Reads a resumable `<id>_checkpoint.pth` and checks it belongs to `stage`."""
+    if not os.path.isfile(path):
+        raise UserInputError(f'{path}: checkpoint not found')
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise UserInputError(f'{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})') from None
+    needed = ('it', 'stage', 'network', 'optimizer', 'scheduler')
+    if not isinstance(data, dict) or any(k not in data for k in needed):
+        raise UserInputError(f'{path}: not a resumable training checkpoint (needs {", ".join(needed)}); '
+                             'to start a new run from network weights use --load_network')
+    if data['stage'] != stage:
+        raise UserInputError(f'{path}: checkpoint of stage {data["stage"]}, cannot resume it as stage {stage} '
+                             f'(start stage {stage} from its weights with --load_network instead)')
+    data['network'] = {k.removeprefix('module.'): v for k, v in data['network'].items()}
+    data['path'] = path
+    return data
+
+
+def atomic_save(obj, path):
+    """torch.save through a temporary file + rename: a killed job never leaves a truncated file."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# --- starting weights ----------------------------------------------------------------------
+
+def imagenet_file(path=None):
+    """The torchvision ResNet-50 weights: `path` if given, else torchvision's cache. Never downloads."""
+    if path:
+        if not os.path.isfile(path):
+            raise UserInputError(f'{path}: ImageNet weights file not found (--imagenet)')
+        return path
+    cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
+    # The original release and torchvision's re-hosted copy of the same (V1) weights.
+    for name in (os.path.basename(IMAGENET_URL), 'resnet50-0676ba61.pth'):
+        if os.path.isfile(os.path.join(cache, name)):
+            return os.path.join(cache, name)
+    raise UserInputError(f'no ImageNet ResNet-50 weights for a fresh start: download {IMAGENET_URL} into '
+                         f'{cache}/ or pass its path with --imagenet (or --load_network / --load_model)')
+
+
+def load_imagenet(network, path):
+    """Initialises both ResNet trunks from torchvision's ResNet-50 (conv biases and mask channels excepted)."""
+    source = read_state_dict(path)
+    conv1 = source.get('conv1.weight')
+    if conv1 is None or tuple(conv1.shape) != (64, 3, 7, 7):
+        raise UserInputError(f'{path}: not a torchvision ResNet-50 state dict (no 64x3x7x7 conv1.weight)')
+    trunks = ((network.rgb_encoder, 'res2', 3), (network.mask_rgb_encoder, 'layer1', 5 - network.single_object))
+    for trunk, layer1_name, channels in trunks:
+        weights = imagenet_to_trunk(source, layer1_name, channels)
+        missing, unexpected = trunk.load_state_dict(weights, strict=False)
+        # torchvision's convolutions have no bias (ours keep their initialisation),
+        # and old files lack num_batches_tracked.
+        conv_biases = {f'{name}.bias' for name, m in trunk.named_modules() if isinstance(m, nn.Conv2d)}
+        missing = [k for k in missing if k not in conv_biases and not k.endswith('num_batches_tracked')]
+        if missing or unexpected:
+            raise UserInputError(f'{path}: not a torchvision ResNet-50 state dict '
+                                 f'(missing {missing[:3]}, unexpected {unexpected[:3]})')
+
+
+def widen_to_multi_object(state_dict):
+    """Single-object weights -> two-object layout: mask_rgb_encoder.conv1 gets a 5th input channel
+    (the other objects' mask), initialised orthogonally."""
+    weight = state_dict[MEMORY_CONV1]
+    extra = torch.empty(weight.shape[0], 1, *weight.shape[2:], dtype=weight.dtype)
+    torch.nn.init.orthogonal_(extra)
+    return {**state_dict, MEMORY_CONV1: torch.cat([weight, extra], 1)}
+
+
+def load_start_network(network, path):
+    """--load_network: weights of any stage; a single-object network is widened for stages 1 and 2."""
+    state_dict = read_state_dict(path)
+    conv1 = state_dict.get(MEMORY_CONV1)
+    source_single = conv1 is not None and conv1.dim() == 4 and conv1.shape[1] == 4
+    if source_single and not network.single_object:
+        state_dict = widen_to_multi_object(state_dict)
+    elif network.single_object and conv1 is not None and not source_single:
+        raise UserInputError(f'{path}: a two-object network; stage 0 trains the single-object network '
+                             '(start stage 1 or 2 from it instead)')
+    load_network(network, state_dict, source=path)

@@ -1,0 +1,157 @@
+"""Trains QDMN (SPEC section 4) on one or more processes.
+
+    torchrun --nproc_per_node=2 train.py --id s0-QDMN --stage 0
+    python -m torch.distributed.launch --master_port 12345 --nproc_per_node=2 train.py --id s0-QDMN --stage 0
+    torchrun --nproc_per_node=2 train.py --id s03-QDMN --stage 2 --load_network saves/s0-QDMN/s0-QDMN_160000.pth
+    torchrun --nproc_per_node=2 train.py --id s0-QDMN --stage 0 --load_model saves/s0-QDMN/s0-QDMN_checkpoint.pth
+    python train.py ...            # one process, no launcher
+
+Each process trains on its share of the batches (DistributedDataParallel:
+NCCL on CUDA, gloo on CPU). Rank 0 logs and writes <saves_root>/<id>/.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+
+from datasets.training_data import TrainingData
+from model.model import QDMNModel, imagenet_file, load_imagenet, load_start_network, read_checkpoint
+from model.network import QDMN
+from util.cli import resolve_device, run_main
+from util.errors import UserInputError
+from util.hyper_para import parse_args
+from util.logger import TrainLogger
+
+
+class Distributed:
+    """Rank, world size and device of this process, from torchrun / torch.distributed.launch or alone."""
+
+    def __init__(self, para):
+        self.launched = 'WORLD_SIZE' in os.environ
+        self.world_size = int(os.environ.get('WORLD_SIZE', 1))
+        self.rank = int(os.environ.get('RANK', 0))
+        local = os.environ.get('LOCAL_RANK', para.local_rank)
+        self.local_rank = int(local) if local is not None else 0
+        device = resolve_device(para.device)
+        if device.type == 'cuda':
+            device = torch.device('cuda', self.local_rank if self.launched else (device.index or 0))
+            torch.cuda.set_device(device)
+        self.device = device
+        self.backend = 'nccl' if device.type == 'cuda' else 'gloo'
+
+    def init(self):
+        if self.launched:
+            dist.init_process_group(self.backend, init_method='env://')
+        else:  # a one-process group keeps a single code path (DDP needs a group)
+            dist.init_process_group(self.backend, store=dist.HashStore(), rank=0, world_size=1)
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def check_run_folder(para):
+    if os.path.exists(para.run_dir) and not para.load_model:
+        raise UserInputError(f'{para.run_dir}: a run with --id {para.id} exists; pick another --id, or resume '
+                             f'it with --load_model {os.path.join(para.run_dir, para.id + "_checkpoint.pth")}')
+
+
+def starting_weights(para):
+    """Validates the weight source before any process starts work; returns (checkpoint, imagenet path)."""
+    if para.load_model:
+        return read_checkpoint(para.load_model, para.stage), None
+    if para.load_network or para.no_imagenet:
+        return None, None
+    return None, imagenet_file(para.imagenet)
+
+
+def initial_network(para, imagenet, log):
+    torch.manual_seed(para.seed)  # identical fresh initialisation on every rank
+    network = QDMN(single_object=para.stage == 0)
+    if para.load_network:
+        load_start_network(network, para.load_network)
+        log.print(f'network weights from {para.load_network}')
+    elif imagenet:
+        load_imagenet(network, imagenet)
+        log.print(f'ResNet trunks from ImageNet weights {imagenet}')
+    elif not para.load_model:
+        log.print('WARNING: --no_imagenet: training from random weights (tests and debugging only)')
+    return network
+
+
+class Saver:
+    def __init__(self, model, para):
+        self.model, self.para = model, para
+        self.last = None
+
+    def __call__(self, it):
+        if self.last == it:
+            return
+        prefix = os.path.join(self.para.run_dir, self.para.id)
+        self.model.save_network(f'{prefix}_{it}.pth')
+        self.model.save_checkpoint(f'{prefix}_checkpoint.pth', it, self.para.stage)
+        self.last = it
+
+
+def train(para, ctx):
+    data = TrainingData(para, ctx.rank, ctx.world_size)
+    checkpoint, imagenet = starting_weights(para)
+    if checkpoint is not None and checkpoint['it'] >= para.iterations:
+        if ctx.is_main:
+            print(f'nothing to do: {para.load_model} is at iteration {checkpoint["it"]} of {para.iterations}')
+        return
+    ctx.init()
+    if ctx.is_main:
+        os.makedirs(para.run_dir, exist_ok=bool(para.load_model))
+    log = TrainLogger(para.run_dir, ctx.is_main, para.iterations)
+    log.log_config(para)
+    log.print(f'{ctx.world_size} process(es) on {ctx.device.type} ({ctx.backend}); {len(data.dataset)} samples, '
+              f'{data.iterations_per_epoch} iterations per epoch, {data.total_epochs} epochs')
+
+    model = QDMNModel(initial_network(para, imagenet, log), para, ctx.device)
+    it = 0
+    if checkpoint is not None:
+        it = model.load_checkpoint(checkpoint)
+        log.print(f'resumed {para.load_model} at iteration {it}')
+        del checkpoint  # frees the loaded tensors (a second copy of the network and optimiser)
+    torch.manual_seed(para.seed + it + 7919 * ctx.rank)  # augmentation draws when --num_workers 0
+    save = Saver(model, para) if ctx.is_main else None
+
+    model.train()
+    log.start(it)
+    epoch = it // data.iterations_per_epoch  # the curriculum position follows the iteration
+    while it < para.iterations:
+        loader, skips = data.epoch(epoch)
+        if skips:
+            log.print(f'epoch {epoch}: max skip ' + ', '.join(f'{k} {v}' for k, v in skips.items()))
+        for batch in loader:
+            out = model.do_pass(batch, it)
+            it += 1
+            if it % para.log_every == 0 or it == para.iterations:
+                log.report(it, model.report())
+            if it % para.image_every == 0:
+                log.images(it, batch, out)
+            if save and it % para.save_every == 0:
+                save(it)
+            if it >= para.iterations:
+                break
+        epoch += 1
+    if save:
+        save(it)
+        log.print(f'saved {para.run_dir} at iteration {it}')
+    log.close()
+
+
+def main():
+    para = parse_args()
+    ctx = Distributed(para)
+    check_run_folder(para)
+    try:
+        train(para, ctx)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == '__main__':
+    run_main(main)

@@ -1,0 +1,121 @@
+"""Command line of train.py, with the per-stage defaults of SPEC section 4.
+
+Options left at None take their stage's value (STAGE_DEFAULTS); every one
+of them can be given explicitly instead.
+"""
+import argparse
+import os
+
+from util.cli import add_device_args
+
+STAGE_DEFAULTS = {
+    0: {'batch_size': 14, 'iterations': 160000, 'steps': [250000]},  # static images, single object
+    1: {'batch_size': 8, 'iterations': 250000, 'steps': [450000]},   # BL30K, two objects
+    2: {'batch_size': 8, 'iterations': 150000, 'steps': [70000]},    # DAVIS + YouTube-VOS, two objects
+}
+
+# name[:repeat] of the static image sets under --static_root; BIG and HRSOD are small sets, seen 5x.
+STATIC_SETS = 'fss,DUTS-TR,DUTS-TE,ecssd,BIG_small:5,HRSOD_small:5'
+
+
+def int_list(text):
+    try:
+        return [int(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated integers, got {text!r}') from None
+
+
+def float_list(text):
+    try:
+        return [float(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated numbers, got {text!r}') from None
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Train QDMN (stage 0: static images, 1: BL30K, 2: DAVIS + YouTube-VOS).')
+    run = p.add_argument_group('run')
+    run.add_argument('--id', required=True, help='run name; weights and logs go to <saves_root>/<id>/')
+    run.add_argument('--stage', type=int, choices=sorted(STAGE_DEFAULTS), required=True)
+    run.add_argument('--saves_root', default='saves', help='parent folder of the run folders (default: saves)')
+    run.add_argument('--load_network', help='start from these network weights (a single-object network is '
+                                            'widened to two objects for stages 1 and 2)')
+    run.add_argument('--load_model', help='resume from <id>_checkpoint.pth (iteration, network, optimiser, scheduler)')
+    run.add_argument('--imagenet', help='torchvision ResNet-50 ImageNet weights (resnet50-19c8e357.pth) for a '
+                                        'fresh start; default: torchvision\'s cache')
+    run.add_argument('--no_imagenet', action='store_true',
+                     help='FOR TESTS AND DEBUGGING ONLY: start a fresh run from random weights')
+    run.add_argument('--seed', type=int, default=14159265, help='initialisation and data order; '
+                     'augmentation streams are derived per rank and worker')
+    run.add_argument('--local_rank', '--local-rank', type=int, default=None,
+                     help='set by the legacy torch.distributed.launch (torchrun uses LOCAL_RANK)')
+    add_device_args(p)
+
+    opt = p.add_argument_group('optimisation (None = the stage default)')
+    opt.add_argument('--batch_size', type=int, help='samples per process (per GPU); stage 0: 14, 1 and 2: 8')
+    opt.add_argument('--iterations', type=int, help='total iterations; stage 0: 160k, 1: 250k, 2: 150k')
+    opt.add_argument('--steps', type=int_list, help='iterations at which lr drops by --gamma; '
+                                                    'stage 0: 250000, 1: 450000, 2: 70000')
+    opt.add_argument('--lr', type=float, default=2e-5)
+    opt.add_argument('--weight_decay', type=float, default=1e-7)
+    opt.add_argument('--gamma', type=float, default=0.1)
+    opt.add_argument('--bootstrap_start', type=int, default=20000, help='plain CE before this iteration')
+    opt.add_argument('--bootstrap_end', type=int, default=70000,
+                     help='the hardest-pixel fraction reaches --bootstrap_p here')
+    opt.add_argument('--bootstrap_p', type=float, default=0.15)
+    opt.add_argument('--quality_weight', type=float, default=1.0, help='weight of the quality-score MSE')
+
+    data = p.add_argument_group('data')
+    data.add_argument('--size', type=int, default=384, help='square crop size (a multiple of 16)')
+    data.add_argument('--num_workers', type=int, default=8, help='data loader workers per process')
+    data.add_argument('--static_root', default='../static',
+                      help='stage 0: folder of the image sets (<set>/x.jpg+x.png or <set>/<class>/x.jpg+x.png)')
+    data.add_argument('--static_sets', default=STATIC_SETS,
+                      help=f'name[:repeat] folders of --static_root used in stage 0 (default: {STATIC_SETS})')
+    data.add_argument('--bl30k_root', default='../BL30K', help='stage 1: JPEGImages/<video>/, Annotations/<video>/')
+    data.add_argument('--davis_root', default='../DAVIS/2017/trainval',
+                      help='stage 2: DAVIS-2017 with JPEGImages/480p/<video>/, Annotations/480p/<video>/')
+    data.add_argument('--davis_subset', help='file listing the DAVIS training videos (default: all videos)')
+    data.add_argument('--davis_repeat', type=int, default=5, help='DAVIS is seen this many times per epoch; 0 = unused')
+    data.add_argument('--yv_root', default='../YouTube/train_480p',
+                      help='stage 2: YouTube-VOS train (480p) with JPEGImages/<video>/, Annotations/<video>/')
+    data.add_argument('--yv_subset', help='file listing the YouTube-VOS training videos (default: all videos)')
+    data.add_argument('--yv_repeat', type=int, default=1, help='0 = do not use YouTube-VOS')
+
+    skip = p.add_argument_group('frame-gap curriculum (max skip per phase, in 25-fps frames)')
+    skip.add_argument('--skip_fractions', type=float_list, default=[0.1, 0.2, 0.3, 0.4, 0.7, 0.9],
+                      help='fractions of the epochs at which the next max skip applies')
+    skip.add_argument('--initial_skip', type=int, default=5, help='max skip before the first fraction')
+    skip.add_argument('--davis_skips', type=int_list, default=[10, 15, 25, 10, 5, 1])
+    skip.add_argument('--yv_skips', type=int_list, default=[10, 15, 20, 25, 10, 5],
+                      help='divided by 5 on YouTube-VOS, whose training frames are 5 apart')
+    skip.add_argument('--bl30k_skips', type=int_list, default=[10, 15, 20, 25, 10, 5])
+
+    log = p.add_argument_group('logging and saving')
+    log.add_argument('--log_every', type=int, default=100, help='iterations between scalar reports')
+    log.add_argument('--image_every', type=int, default=1000, help='iterations between sample images')
+    log.add_argument('--save_every', type=int, default=50000,
+                     help='iterations between saves of <id>_<it>.pth and <id>_checkpoint.pth (also saved at the end)')
+    return p
+
+
+def parse_args(argv=None):
+    para = build_parser().parse_args(argv)
+    for key, value in STAGE_DEFAULTS[para.stage].items():
+        if getattr(para, key) is None:
+            setattr(para, key, value)
+    checks = [
+        (para.size % 16 == 0 and para.size > 0, f'--size {para.size}: must be a positive multiple of 16'),
+        (para.batch_size > 0, '--batch_size must be positive'),
+        (para.iterations > 0, '--iterations must be positive'),
+        (min(para.log_every, para.image_every, para.save_every) > 0, 'the --*_every intervals must be positive'),
+        (not (para.load_network and para.load_model), 'give --load_network or --load_model, not both'),
+    ]
+    for skips in (para.davis_skips, para.yv_skips, para.bl30k_skips):
+        checks.append((len(skips) == len(para.skip_fractions),
+                       'each --*_skips list needs one value per --skip_fractions entry'))
+    for ok, message in checks:
+        if not ok:
+            build_parser().error(message)
+    para.run_dir = os.path.join(para.saves_root, para.id)
+    return para
