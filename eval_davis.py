@@ -17,9 +17,9 @@ import progressbar
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, peak_memory, resolve_device, run_main, top_k_arg
+from util.cli import add_device_args, autocast, peak_memory, resolve_device, top_k_arg
 from util.download import DEFAULT_MODEL, ensure_model
-from util.errors import UserInputError
+from util.errors import UserInputError, run_main
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete
 from util.tensor_util import frame_to_tensor, labels_to_masks

@@ -20,7 +20,8 @@ import progressbar
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, peak_memory, resolve_device, run_main, top_k_arg
+from util.cli import add_device_args, autocast, peak_memory, resolve_device, top_k_arg
+from util.errors import run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete

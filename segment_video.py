@@ -25,9 +25,9 @@ from datasets.yv_test_dataset import VOID, processing_size as yv_processing_size
 from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, peak_memory, resolve_device, run_main, top_k_arg
+from util.cli import add_device_args, autocast, peak_memory, resolve_device, top_k_arg
 from util.download import DEFAULT_MODEL, ensure_model
-from util.errors import UserInputError
+from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
 from util.overlay import Mp4Writer, blend, side_by_side
 from util.palette import DAVIS_PALETTE

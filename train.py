@@ -17,8 +17,8 @@ import torch.distributed as dist
 from datasets.training_data import TrainingData
 from model.model import QDMNModel, imagenet_file, load_imagenet, load_start_network, read_checkpoint
 from model.network import QDMN
-from util.cli import resolve_device, run_main
-from util.errors import UserInputError
+from util.cli import resolve_device
+from util.errors import UserInputError, run_main
 from util.hyper_para import parse_args
 from util.logger import TrainLogger
 

@@ -9,17 +9,19 @@ from util.errors import UserInputError
 MEMORY_CONV1 = 'mask_rgb_encoder.conv1.weight'
 
 
-def read_state_dict(path):
-    """Reads a plain state dict (the published file) or a training checkpoint ({'network': ...}).
-
-    Uses weights_only=True, so a checkpoint can never run pickled code.
-    """
+def load_file(path, hint=''):
+    """torch.load with weights_only=True (a checkpoint can never run pickled code) and clear errors."""
     if not os.path.isfile(path):
-        raise UserInputError(f'{path}: checkpoint not found (run scripts/download_model.py to fetch s012)')
+        raise UserInputError(f'{path}: checkpoint not found{hint}')
     try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise UserInputError(f'{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})') from None
+
+
+def read_state_dict(path):
+    """Reads a plain state dict (the published file) or a training checkpoint ({'network': ...})."""
+    data = load_file(path, hint=' (run scripts/download_model.py to fetch s012)')
     if isinstance(data, dict) and isinstance(data.get('network'), dict):
         data = data['network']
     if not isinstance(data, dict) or not all(torch.is_tensor(v) for v in data.values()):

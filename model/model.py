@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.aggregate import aggregate_logits
-from model.checkpoint import MEMORY_CONV1, load_network, read_state_dict
+from model.checkpoint import MEMORY_CONV1, load_file, load_network, read_state_dict
 from model.losses import BootstrappedCE, intersection_union, iou_from_counts, quality_loss
 from model.resnet import IMAGENET_URL, imagenet_to_trunk
 from util.cli import autocast
@@ -194,12 +194,7 @@ class QDMNModel:
 
 def read_checkpoint(path, stage):
     """Reads a resumable `<id>_checkpoint.pth` and checks it belongs to `stage`."""
-    if not os.path.isfile(path):
-        raise UserInputError(f'{path}: checkpoint not found')
-    try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise UserInputError(f'{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})') from None
+    data = load_file(path)
     needed = ('it', 'stage', 'network', 'optimizer', 'scheduler')
     if not isinstance(data, dict) or any(k not in data for k in needed):
         raise UserInputError(f'{path}: not a resumable training checkpoint (needs {", ".join(needed)}); '

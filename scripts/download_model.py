@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from util.cli import run_main  # noqa: E402
+from util.errors import run_main  # noqa: E402
 from util.download import DEFAULT_MODEL, download_s012  # noqa: E402
 
 

@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from util.davis_metrics import evaluate_davis, print_results, write_csvs  # noqa: E402
-from util.errors import UserInputError  # noqa: E402
+from util.errors import run_main  # noqa: E402
 
 
 def main(argv=None):
@@ -44,11 +44,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

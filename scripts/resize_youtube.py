@@ -22,8 +22,7 @@ import progressbar  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datasets.yv_test_dataset import processing_size  # noqa: E402
-from util.cli import run_main  # noqa: E402
-from util.errors import UserInputError  # noqa: E402
+from util.errors import UserInputError, run_main  # noqa: E402
 from util.image_io import open_image  # noqa: E402
 
 SUBFOLDERS = ('JPEGImages', 'Annotations')

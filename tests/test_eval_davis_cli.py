@@ -10,6 +10,7 @@ from PIL import Image
 
 import eval_davis
 import eval_davis_2016
+from util.errors import run_main
 from util.palette import DAVIS_PALETTE
 
 REPO = Path(eval_davis.__file__).resolve().parent
@@ -52,7 +53,7 @@ def run_cli(module, argv, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', [module.__file__] + [str(a) for a in argv])
     code = 0
     try:
-        eval_davis.run_main(module.main)
+        run_main(module.main)
     except SystemExit as e:
         code = e.code
     return code, capsys.readouterr().err

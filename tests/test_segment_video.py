@@ -13,8 +13,7 @@ from PIL import Image
 import segment_video
 from datasets.video_reader import natural_key, open_video
 from inference_core_yv import InferenceCoreYV, propagate_yv
-from util.cli import run_main
-from util.errors import UserInputError
+from util.errors import UserInputError, run_main
 from util.image_io import read_rgb
 from util.overlay import Mp4Writer, blend
 from util.palette import DAVIS_PALETTE

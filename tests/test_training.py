@@ -26,7 +26,7 @@ from model.losses import BootstrappedCE, mask_iou
 from model.model import (TwoStepPropagation, imagenet_file, load_imagenet, load_start_network, read_checkpoint,
                          training_loss, widen_to_multi_object)
 from model.network import QDMN
-from util.errors import UserInputError
+from util.errors import UserInputError, run_main
 from util.palette import DAVIS_PALETTE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -326,8 +326,7 @@ def run_train_inprocess(argv, monkeypatch, capsys):
     for name in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK'):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        from util.cli import run_main
-        run_main(train.main)
+                run_main(train.main)
     return exit_info.value.code, capsys.readouterr().err
 
 

@@ -11,8 +11,7 @@ from PIL import Image
 import eval_youtube
 from datasets.yv_test_dataset import YouTubeVOSTestDataset, processing_size
 from inference_core_yv import InferenceCoreYV, propagate_yv
-from util.cli import run_main
-from util.errors import UserInputError
+from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, read_rgb
 from util.palette import DAVIS_PALETTE
 from util.tensor_util import frame_to_tensor

@@ -51,15 +51,3 @@ def autocast(device, enabled):
     if enabled and device.type == 'cuda':
         return torch.autocast('cuda', dtype=torch.float16)
     return contextlib.nullcontext()
-
-
-def run_main(main):
-    """Runs a CLI entry point, turning UserInputError into a one-line message and exit code 2."""
-    try:
-        main()
-    except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        sys.exit(130)
