@@ -404,7 +404,7 @@ def test_missing_frame_is_reported(broken_copy):
 def test_wrong_size_and_bad_files_are_reported(broken_copy):
     target = broken_copy / 'blackswan' / '00010.png'
     save_grey(target, np.zeros((240, 427), np.uint8))
-    with pytest.raises(DavisEvalError, match=r'blackswan/00010\.png: size 427x240, ground truth is 854x480'):
+    with pytest.raises(DavisEvalError, match=r'blackswan/00010\.png: size 427x240, expected 854x480 like the first annotation'):
         evaluate_davis(SAMPLE, broken_copy, '2016/val', single_object=True, progress=False)
     Image.new('RGB', (854, 480)).save(target)
     with pytest.raises(DavisEvalError, match=r'00010\.png: RGB image with 3 channels'):

@@ -391,6 +391,17 @@ def _header(path, what):
         raise DavisEvalError(f'{path}: cannot read {what} ({_one_line(e)})') from None
 
 
+def _checked_header(path, what, expected_size=None):
+    """Size of the single-channel image at `path`; DavisEvalError if it is not `expected_size`."""
+    size, bands, mode = _header(path, what)
+    if expected_size is not None and size != expected_size:
+        raise DavisEvalError(f'{path}: size {size[0]}x{size[1]}, expected {expected_size[0]}x{expected_size[1]} '
+                             'like the first annotation')
+    if bands != 1:
+        raise DavisEvalError(f'{path}: {mode} image with {bands} channels; expected a palette or grayscale PNG')
+    return size
+
+
 def _read_labels(path, what):
     try:
         with Image.open(path) as img:
@@ -423,28 +434,12 @@ def _plan_sequence(davis_root, results_dir, seq, single_object):
     if not os.path.isdir(res_dir):
         raise DavisEvalError(f'{res_dir}: results folder of sequence {seq!r} not found')
     gt_paths = [os.path.join(gt_dir, n + '.png') for n in names]
-    size0, bands, mode = _header(gt_paths[0], 'ground-truth annotation')
-    if bands != 1:
-        raise DavisEvalError(f'{gt_paths[0]}: {mode} image with {bands} channels; expected a '
-                             'palette or grayscale annotation')
+    size0 = _checked_header(gt_paths[0], 'ground-truth annotation')
     frames = names[1:-1]
     res_paths = [os.path.join(res_dir, n + '.png') for n in frames]
     for gt_path, res_path in zip(gt_paths[1:-1], res_paths):
-        size, bands, mode = _header(gt_path, 'ground-truth annotation')
-        if size != size0:
-            raise DavisEvalError(f'{gt_path}: size {size[0]}x{size[1]} differs from the first '
-                                 f'annotation ({size0[0]}x{size0[1]})')
-        if bands != 1:
-            raise DavisEvalError(f'{gt_path}: {mode} image with {bands} channels; expected a '
-                                 'palette or grayscale annotation')
-        size, bands, mode = _header(res_path, 'result mask (every annotated frame but the first '
-                                              'and last needs one)')
-        if size != size0:
-            raise DavisEvalError(f'{res_path}: size {size[0]}x{size[1]}, ground truth is '
-                                 f'{size0[0]}x{size0[1]}')
-        if bands != 1:
-            raise DavisEvalError(f'{res_path}: {mode} image with {bands} channels; expected a '
-                                 'palette (indexed) or grayscale PNG')
+        _checked_header(gt_path, 'ground-truth annotation', size0)
+        _checked_header(res_path, 'result mask (every annotated frame but the first and last needs one)', size0)
     if single_object:
         num_objects = 1
     else:
