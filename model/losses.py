@@ -1,4 +1,4 @@
-"""Training losses: bootstrapped cross-entropy on the masks, MSE on the quality scores."""
+"""Training losses as published: per-sample bootstrapped cross-entropy, MSE on the quality scores."""
 import torch
 import torch.nn.functional as F
 
@@ -22,13 +22,27 @@ class BootstrappedCE:
         return self.top_p + (1 - self.top_p) * (self.end - it) / (self.end - self.start)
 
     def __call__(self, logits, target, it):
-        """logits (B,C,H,W), target (B,H,W) class indices -> (loss, p used)."""
+        """logits (C,H,W) or (1,C,H,W) of one sample, target (H,W) class indices -> (loss, p used)."""
         p = self.fraction(it)
+        pixel_loss = F.cross_entropy(logits.reshape(1, logits.shape[-3], -1), target.reshape(1, -1),
+                                     reduction='none').flatten()
         if p >= 1.0:
-            return F.cross_entropy(logits, target), p
-        pixel_loss = F.cross_entropy(logits, target, reduction='none').flatten()
+            return pixel_loss.mean(), p
         hardest, _ = torch.topk(pixel_loss, max(1, int(pixel_loss.numel() * p)), sorted=False)
         return hardest.mean(), p
+
+    def batch(self, logits, target, selector, it):
+        """Mean over the samples of their own bootstrapped CE (B,K+1,H,W logits, B,H,W target).
+
+        Each sample mines its own hardest pixels; a sample without a second
+        object is scored on (background, object 1) only, as published.
+        """
+        losses = []
+        for j in range(logits.shape[0]):
+            channels = 3 if selector.shape[1] > 1 and selector[j, 1] > 0.5 else 2
+            loss, p = self(logits[j, :channels], target[j], it)
+            losses.append(loss)
+        return torch.stack(losses).mean(), p
 
 
 def intersection_union(pred, gt):
@@ -38,18 +52,17 @@ def intersection_union(pred, gt):
     return inter, union
 
 
-def iou_from_counts(inter, union):
-    """IoU from pixel counts; 1 when both masks are empty (nothing to find, nothing found)."""
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+def quality_target(prob, gt):
+    """Per-sample IoU target of the quality head (published rule).
+
+    prob, gt (B,K,H,W): the mean over all K slots of IoU(prob > 0.5, gt),
+    an empty union counting 0, so an absent second object pulls the target
+    down exactly as in the published training.
+    """
+    inter, union = intersection_union(prob.detach() > 0.5, gt > 0.5)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union)).mean(1)
 
 
-def mask_iou(pred, gt):
-    """Per-mask IoU of boolean masks (..., H, W)."""
-    return iou_from_counts(*intersection_union(pred, gt))
-
-
-def quality_loss(scores, target_iou, present):
-    """MSE between predicted quality scores and the IoU they should predict, over present objects."""
-    if not present.any():
-        return scores.sum() * 0  # keeps the graph (and DDP's gradient buckets) intact
-    return F.mse_loss(scores[present], target_iou[present])
+def quality_loss(scores, target):
+    """Squared error between each sample's mean slot score (B,K) and its target (B,), over the batch."""
+    return ((scores.mean(1) - target) ** 2).sum() / scores.shape[0]

@@ -6,6 +6,7 @@ from that memory, memorised with its own prediction, and frame 2 is
 segmented from both. The quality head scores the predictions of frames 1
 and 2 and learns to predict their IoU with the ground truth.
 """
+import math
 import os
 from collections import defaultdict
 
@@ -16,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.aggregate import aggregate_logits
 from model.checkpoint import MEMORY_CONV1, load_file, load_network, read_state_dict
-from model.losses import BootstrappedCE, intersection_union, iou_from_counts, quality_loss
+from model.losses import BootstrappedCE, intersection_union, quality_loss, quality_target
 from model.resnet import IMAGENET_URL, imagenet_to_trunk
 from util.cli import autocast
 from util.errors import UserInputError
@@ -44,7 +45,8 @@ def segment(net, query, prev_masks, mem_key, mem_value, selector):
     """
     f16, f8, f4 = query
     b, k = selector.shape
-    _, qk, qv = net.query_key_value(f16, prev_masks.max(1, keepdim=True)[0])
+    # The gate is detached, as published: no gradient reaches the previous prediction through it.
+    _, qk, qv = net.query_key_value(f16, prev_masks.detach().max(1, keepdim=True)[0])
     # Objects are read one by one: every sample's query is repeated once per object.
     qk, qv, f8, f4 = (x.repeat_interleave(k, 0) for x in (qk, qv, f8, f4))
     logits = net.segment_logits(net.read(mem_key, mem_value, qk, qv), f8, f4)
@@ -78,32 +80,55 @@ class TwoStepPropagation(nn.Module):
 
 
 def training_loss(out, data, it, bootstrapped_ce, quality_weight):
-    """Per predicted frame: bootstrapped CE + quality_weight * MSE(score, IoU of the binarised mask).
+    """Per predicted frame: bootstrapped CE + quality_weight * MSE(score, IoU target), as published.
 
     Returns the total loss (tensor) and detached statistics for logging
     (sums, so they can be added over iterations and ranks).
     """
     present = data['selector'] > 0.5
-    total, stats = 0, {}
+    total, stats = 0, defaultdict(float)
     for i, (logits, prob, score) in enumerate(zip(out['logits'], out['prob'], out['score']), start=1):
-        ce, p = bootstrapped_ce(logits, data['cls_gt'][:, i], it)
-        pred, gt = prob.detach() > 0.5, data['masks'][:, i] > 0.5
-        inter, union = intersection_union(pred, gt)
-        q_loss = quality_loss(score, iou_from_counts(inter, union), present)
+        ce, p = bootstrapped_ce.batch(logits, data['cls_gt'][:, i], data['selector'], it)
+        target = quality_target(prob, data['masks'][:, i])
+        q_loss = quality_loss(score, target)
         total = total + ce + quality_weight * q_loss
         stats[f'ce_{i}'] = ce.detach()
         stats[f'quality_{i}'] = q_loss.detach()
-        stats['intersection'] = stats.get('intersection', 0) + inter[present].sum()
-        stats['union'] = stats.get('union', 0) + union[present].sum()
-        stats['score'] = stats.get('score', 0) + score.detach()[present].sum()
-        stats['objects'] = stats.get('objects', 0) + present.sum().float()
+        inter, union = intersection_union(prob.detach()[present] > 0.5, data['masks'][:, i][present] > 0.5)
+        stats['intersection'] += inter.sum()
+        stats['union'] += union.sum()
+        add_agreement_sums(stats, score.detach().mean(1), target)
         stats['p'] = torch.tensor(p)
     stats['loss'] = total.detach()
-    return total, stats
+    return total, dict(stats)
+
+
+def add_agreement_sums(stats, score, target):
+    """Sums from which the report derives the score-vs-IoU agreement (Pearson r, mean |score - IoU|)."""
+    score, target = score.double(), target.double()
+    stats['n'] += score.numel()
+    stats['s'] += score.sum()
+    stats['t'] += target.sum()
+    stats['ss'] += (score * score).sum()
+    stats['tt'] += (target * target).sum()
+    stats['st'] += (score * target).sum()
+    stats['abs_err'] += (score - target).abs().sum()
+    stats['zero_scores'] += (score == 0).sum()
+
+
+def agreement(sums):
+    """Pearson r (nan when either side is constant), mean |score - IoU|, mean score, fraction of zero scores."""
+    n = max(sums['n'], 1)
+    cov = sums['st'] / n - sums['s'] * sums['t'] / n ** 2
+    var_s = sums['ss'] / n - (sums['s'] / n) ** 2
+    var_t = sums['tt'] / n - (sums['t'] / n) ** 2
+    r = cov / math.sqrt(var_s * var_t) if var_s > 1e-12 and var_t > 1e-12 else float('nan')
+    return {'score_iou_r': r, 'score_iou_abs_err': sums['abs_err'] / n, 'mean_score': sums['s'] / n,
+            'mean_target': sums['t'] / n, 'zero_score_fraction': sums['zero_scores'] / n}
 
 
 # Statistics reported as ratios of sums rather than per-iteration means.
-SUMMED = ('intersection', 'union', 'score', 'objects')
+SUMMED = ('intersection', 'union', 'n', 's', 't', 'ss', 'tt', 'st', 'abs_err', 'zero_scores')
 
 
 class QDMNModel:
@@ -163,7 +188,7 @@ class QDMNModel:
         self.window_its = 0
         scalars = {k: values[k] / its for k in keys if k not in SUMMED}
         scalars['iou'] = values['intersection'] / max(values['union'], 1)
-        scalars['mean_score'] = values['score'] / max(values['objects'], 1)
+        scalars.update(agreement(values))
         scalars['lr'] = self.scheduler.get_last_lr()[0]
         return scalars
 
@@ -245,11 +270,12 @@ def load_imagenet(network, path):
     trunks = ((network.rgb_encoder, 'res2', 3), (network.mask_rgb_encoder, 'layer1', 5 - network.single_object))
     for trunk, layer1_name, channels in trunks:
         weights = imagenet_to_trunk(source, layer1_name, channels)
-        missing, unexpected = trunk.load_state_dict(weights, strict=False)
-        # torchvision's convolutions have no bias (ours keep their initialisation),
-        # and old files lack num_batches_tracked.
-        conv_biases = {f'{name}.bias' for name, m in trunk.named_modules() if isinstance(m, nn.Conv2d)}
-        missing = [k for k in missing if k not in conv_biases and not k.endswith('num_batches_tracked')]
+        conv_biases = {f'{name}.bias': torch.zeros_like(m.bias)
+                       for name, m in trunk.named_modules() if isinstance(m, nn.Conv2d)}
+        # torchvision's convolutions have no bias: ours start at zero, as published.
+        missing, unexpected = trunk.load_state_dict({**conv_biases, **weights}, strict=False)
+        # Old files lack num_batches_tracked.
+        missing = [k for k in missing if not k.endswith('num_batches_tracked')]
         if missing or unexpected:
             raise UserInputError(f'{path}: not a torchvision ResNet-50 state dict '
                                  f'(missing {missing[:3]}, unexpected {unexpected[:3]})')

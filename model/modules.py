@@ -64,6 +64,16 @@ class QualityHead(nn.Module):
         side = self.INPUT_SIZE // 2
         self.fc1 = nn.Linear(width * side * side, 1024)
         self.fc2 = nn.Linear(1024, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """The published initialisation of a fresh head."""
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+            nn.init.zeros_(conv.bias)
+        for fc in (self.fc1, self.fc2):
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.zeros_(fc.bias)
 
     def forward(self, f16):
         x = F.interpolate(f16, size=(self.INPUT_SIZE, self.INPUT_SIZE), mode='bilinear', align_corners=False)
@@ -99,6 +109,16 @@ class ASPP(nn.Module):
         self.conv1 = nn.Conv2d(branch_ch * 5, out_ch, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.dropout = nn.Dropout(0.1)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """The published initialisation: convolutions kaiming_normal_ (fan_in), BatchNorm 1 / 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         pooled = F.interpolate(self.global_avg_pool(x), size=x.shape[-2:], mode='bilinear', align_corners=True)

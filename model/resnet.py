@@ -59,9 +59,9 @@ def make_trunk(in_channels):
 def imagenet_to_trunk(imagenet_sd, layer1_name, in_channels):
     """Maps a torchvision ResNet-50 state dict onto a trunk's names.
 
-    Extra input channels of conv1 (mask channels) start at zero and the
-    biases torchvision lacks stay as initialised, so the trunk starts out
-    computing exactly the ImageNet features of the RGB input.
+    Extra input channels of conv1 (mask channels) are initialised
+    orthogonally, as published (the caller zeroes the conv biases torchvision
+    lacks, so the RGB path computes exactly the ImageNet features).
     """
     out = {}
     for name, tensor in imagenet_sd.items():
@@ -70,7 +70,7 @@ def imagenet_to_trunk(imagenet_sd, layer1_name, in_channels):
         if name.startswith('layer1.'):
             name = layer1_name + name[len('layer1'):]
         if name == 'conv1.weight' and in_channels != tensor.shape[1]:
-            pad = tensor.new_zeros(tensor.shape[0], in_channels - tensor.shape[1], *tensor.shape[2:])
-            tensor = torch.cat([tensor, pad], 1)
+            extra = tensor.new_empty(tensor.shape[0], in_channels - tensor.shape[1], *tensor.shape[2:])
+            tensor = torch.cat([tensor, torch.nn.init.orthogonal_(extra)], 1)
         out[name] = tensor
     return out

@@ -22,7 +22,7 @@ from datasets.training_data import SkipCurriculum
 from datasets.transforms import RandomThinPlateSpline, to_tensors
 from datasets.vos_dataset import VOSDataset, sample_frame_indices
 from model.checkpoint import build_network
-from model.losses import BootstrappedCE, mask_iou
+from model.losses import BootstrappedCE, quality_loss, quality_target
 from model.model import (TwoStepPropagation, imagenet_file, load_imagenet, load_start_network, read_checkpoint,
                          training_loss, widen_to_multi_object)
 from model.network import QDMN
@@ -230,18 +230,35 @@ def test_bootstrapped_ce_schedule_and_hard_pixels():
     assert ce.fraction(45000) == pytest.approx(0.575)
     assert ce.fraction(70000) == ce.fraction(10 ** 6) == 0.15
     torch.manual_seed(0)
-    logits, target = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    logits, target = torch.randn(3, 8, 8), torch.randint(0, 3, (8, 8))
     loss, p = ce(logits, target, 100000)
-    pixel = torch.nn.functional.cross_entropy(logits, target, reduction='none').flatten()
+    pixel = torch.nn.functional.cross_entropy(logits[None], target[None], reduction='none').flatten()
     assert p == 0.15
     assert loss.item() == pytest.approx(pixel.sort(descending=True)[0][:int(pixel.numel() * 0.15)].mean().item())
     assert ce(logits, target, 0)[0].item() == pytest.approx(pixel.mean().item())
 
 
-def test_mask_iou_empty_is_one():
-    pred = torch.tensor([[[True, False]], [[False, False]]])
-    gt = torch.tensor([[[True, True]], [[False, False]]])
-    assert mask_iou(pred, gt).tolist() == [0.5, 1.0]
+def test_bootstrapped_ce_mines_each_sample_and_drops_absent_second_object():
+    """Published rule: per-sample top-p, and (background, object 1) only when object 2 is absent."""
+    torch.manual_seed(0)
+    ce = BootstrappedCE(0, 1, 0.25)
+    logits, target = torch.randn(2, 3, 8, 8), torch.randint(0, 2, (2, 8, 8))
+    logits[0] *= 10  # sample 0 alone would fill a batch-wide top-p
+    selector = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    loss, _ = ce.batch(logits, target, selector, it=5)
+    expected = (ce(logits[0], target[0], 5)[0] + ce(logits[1, :2], target[1], 5)[0]) / 2
+    assert loss.item() == pytest.approx(expected.item())
+    assert loss.item() != pytest.approx(ce(logits.transpose(0, 1).reshape(3, 16, 8), target.reshape(16, 8), 5)[0].item())
+
+
+def test_quality_target_is_slot_mean_with_empty_union_zero():
+    pred = torch.tensor([[[[0.9, 0.2]], [[0.0, 0.0]]], [[[0.9, 0.9]], [[0.9, 0.0]]]])   # (B=2, K=2, 1, 2)
+    gt = torch.tensor([[[[1.0, 1.0]], [[0.0, 0.0]]], [[[1.0, 1.0]], [[1.0, 0.0]]]])
+    # sample 0: IoU 0.5 and an absent second object (empty union: 0); sample 1: both perfect
+    assert quality_target(pred, gt).tolist() == [0.25, 1.0]
+    scores = torch.tensor([[0.5, 0.0], [1.0, 0.8]])
+    # MSE of the slot-mean score per sample, summed over the batch and divided by its size
+    assert quality_loss(scores, quality_target(pred, gt)).item() == pytest.approx(((0.25 - 0.25) ** 2 + (0.9 - 1) ** 2) / 2)
 
 
 def test_two_step_forward_reaches_every_parameter():
@@ -308,6 +325,48 @@ def test_imagenet_weights_from_cache_or_flag(tmp_path, monkeypatch):
     torch.save({'conv1.weight': torch.zeros(3)}, cached)
     with pytest.raises(UserInputError, match='ResNet-50'):
         load_imagenet(QDMN(single_object=True), str(cached))
+
+
+def test_fresh_start_has_the_published_initialisation(tmp_path):
+    """Trunks compute exactly ImageNet features (zero conv biases), mask channels orthogonal,
+    ASPP kaiming fan_in with BN 1/0, quality head kaiming fan_out / uniform(a=1), zero biases."""
+    import torchvision
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50().eval()
+    path = tmp_path / 'imagenet.pth'
+    torch.save(resnet.state_dict(), path)
+    net = QDMN().eval()
+    load_imagenet(net, str(path))
+
+    conv_biases = [m.bias for trunk in (net.rgb_encoder, net.mask_rgb_encoder)
+                   for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(conv_biases) == 2 * 43 and all(not b.any() for b in conv_biases)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = resnet.layer3(resnet.layer2(resnet.layer1(resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x)))))))
+        assert torch.allclose(net.rgb_encoder(x)[0], expected, atol=1e-5)
+        assert torch.allclose(net.mask_rgb_encoder(x, torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)),
+                              expected, atol=1e-5)
+    extra = net.mask_rgb_encoder.conv1.weight[:, 3:].detach().reshape(64, 2 * 49)
+    assert torch.allclose(extra @ extra.T, torch.eye(64), atol=1e-5)  # orthogonal rows (64 < 98)
+
+    def std_ok(weight, expected_std):
+        return abs(weight.std().item() / expected_std - 1) < 0.05
+
+    aspp_convs = [m for m in net.aspp.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(aspp_convs) == 6
+    for conv in aspp_convs:
+        fan_in = conv.weight[0].numel()
+        assert std_ok(conv.weight, (2 / fan_in) ** 0.5)
+    for bn in (m for m in net.aspp.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and not bn.bias.any()
+    head = net.score
+    for conv in (head.conv1, head.conv2, head.conv3, head.conv4):
+        fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
+        assert std_ok(conv.weight, (2 / fan_out) ** 0.5) and not conv.bias.any()
+    for fc in (head.fc1, head.fc2):
+        bound = (3 / fc.in_features) ** 0.5  # kaiming_uniform_(a=1): gain 1
+        assert fc.weight.abs().max() <= bound and fc.weight.abs().max() > 0.9 * bound and not fc.bias.any()
 
 
 def test_git_state_tolerates_missing_repository(tmp_path):
