@@ -51,6 +51,8 @@ class Distributed:
 
 
 def check_run_folder(para):
+    if para.no_output:
+        return
     if os.path.exists(para.run_dir) and not para.load_model:
         raise UserInputError(f'{para.run_dir}: a run with --id {para.id} exists; pick another --id, or resume '
                              f'it with --load_model {os.path.join(para.run_dir, para.id + "_checkpoint.pth")}')
@@ -101,9 +103,9 @@ def train(para, ctx):
             print(f'nothing to do: {para.load_model} is at iteration {checkpoint["it"]} of {para.iterations}')
         return
     ctx.init()
-    if ctx.is_main:
+    if ctx.is_main and not para.no_output:
         os.makedirs(para.run_dir, exist_ok=bool(para.load_model))
-    log = TrainLogger(para.run_dir, ctx.is_main, para.iterations)
+    log = TrainLogger(None if para.no_output else para.run_dir, ctx.is_main, para.iterations)
     log.log_config(para)
     log.print(f'{ctx.world_size} process(es) on {ctx.device.type} ({ctx.backend}); {len(data.dataset)} samples, '
               f'{data.iterations_per_epoch} iterations per epoch, {data.total_epochs} epochs')
@@ -115,7 +117,7 @@ def train(para, ctx):
         log.print(f'resumed {para.load_model} at iteration {it}')
         del checkpoint  # frees the loaded tensors (a second copy of the network and optimiser)
     torch.manual_seed(para.seed + it + 7919 * ctx.rank)  # augmentation draws when --num_workers 0
-    save = Saver(model, para) if ctx.is_main else None
+    save = Saver(model, para) if ctx.is_main and not para.no_output else None
 
     model.train()
     log.start(it)

@@ -8,7 +8,7 @@ and the class folders of FSS-1000
 
     <root>/<class>/x.jpg, <root>/<class>/x.png
 
-Each sample is three independent random views of one image (SPEC section 4).
+Each sample is three random views of one image sharing zoom, flip and colour (SPEC section 4).
 The mask's non-zero pixels are the object.
 """
 import glob
@@ -22,7 +22,7 @@ from util.errors import UserInputError
 from util.image_io import read_label_mask, read_rgb
 
 NUM_FRAMES = 3
-# Redraws of the first view when the crop lost the object (the memory would hold nothing).
+# Redraws of a sample whose first view lost the object (the memory would hold nothing).
 VIEW_ATTEMPTS = 5
 
 
@@ -54,15 +54,11 @@ class StaticDataset(Dataset):
         if image.shape[-2:] != mask.shape[-2:]:
             raise UserInputError(f'{png}: mask size {tuple(mask.shape)} differs from the image\'s '
                                  f'{tuple(image.shape[-2:])}')
-        views = []
-        for t in range(NUM_FRAMES):
-            for _ in range(VIEW_ATTEMPTS if t == 0 else 1):
-                view = self.transform(image, mask)
-                if view[1].any():
-                    break
-            views.append(view)
-        images = torch.stack([v[0] for v in views])
-        masks = torch.stack([v[1] for v in views]).long()       # (T,H,W) 0/1
+        for _ in range(VIEW_ATTEMPTS):
+            images, masks = self.transform(image, mask, NUM_FRAMES)
+            if masks[0].any():
+                break
+        masks = masks.long()                                      # (T,H,W) 0/1
         # If the first view still shows no object (an empty mask file), nothing can be tracked:
         # the sample trains background only and selector 0 keeps it out of the quality loss.
         present = int(masks[0].any())

@@ -32,6 +32,13 @@ def require_dir(path, flag, alternative=''):
         raise UserInputError(f'{path}: data folder not found (set {flag}{alternative})')
 
 
+def dataset_root(root, inner):
+    """The published layout names the outer folder (data/DAVIS -> data/DAVIS/2017/trainval);
+    a root that already is the inner folder is used as it is."""
+    nested = os.path.join(root, inner)
+    return nested if os.path.isdir(nested) else root
+
+
 def static_data(para):
     require_dir(para.static_root, '--static_root')
     parts = []
@@ -46,12 +53,12 @@ def static_data(para):
 class SkipCurriculum:
     """Max frame gap of each video dataset, stepping up and down over the run's epochs.
 
-    Phase i starts at epoch fractions[i] * total_epochs; before the first
-    phase every dataset uses `initial`.
+    Phase i starts at epoch round(fractions[i] * total_epochs), as published;
+    before the first phase every dataset uses `initial`.
     """
 
     def __init__(self, fractions, initial, total_epochs):
-        self.starts = [f * total_epochs for f in fractions]
+        self.starts = [round(f * total_epochs) for f in fractions]
         self.initial = initial
         self.schedules = []   # (dataset, skips per phase)
 
@@ -73,17 +80,19 @@ def video_data(para):
     """Stage 1 (BL30K) or 2 (DAVIS x5 + YouTube-VOS) datasets, and (dataset, skips) pairs for the curriculum."""
     if para.stage == 1:
         require_dir(para.bl30k_root, '--bl30k_root')
-        bl30k = VOSDataset(para.bl30k_root, para.size, crop_scale=(0.25, 1.0))
+        bl30k = VOSDataset(para.bl30k_root, para.size, crop_scale=(0.25, 1.0), drop_small_objects=True)
         return [bl30k], [(bl30k, para.bl30k_skips)]
     parts, schedules = [], []
     if para.davis_repeat > 0:
         require_dir(para.davis_root, '--davis_root', ', or --davis_repeat 0 to train without DAVIS')
-        davis = VOSDataset(para.davis_root, para.size, subset=para.davis_subset)
+        davis = VOSDataset(dataset_root(para.davis_root, os.path.join('2017', 'trainval')), para.size,
+                           subset=para.davis_subset)
         parts += [davis] * para.davis_repeat
         schedules.append((davis, para.davis_skips))
     if para.yv_repeat > 0:
         require_dir(para.yv_root, '--yv_root', ', or --yv_repeat 0 to train without YouTube-VOS')
-        youtube = VOSDataset(para.yv_root, para.size, skip_divisor=5, subset=para.yv_subset)
+        youtube = VOSDataset(dataset_root(para.yv_root, 'train_480p'), para.size, skip_divisor=5,
+                             subset=para.yv_subset)
         parts += [youtube] * para.yv_repeat
         schedules.append((youtube, para.yv_skips))
     if not parts:

@@ -6,6 +6,7 @@ resamples masks with nearest neighbours), so the two never drift apart.
 Using torch's RNG only means one seed per DataLoader worker fixes a sample.
 """
 import numpy as np
+import PIL.Image
 import torch
 import torchvision.transforms.v2 as v2
 from kornia.geometry.transform import get_tps_transform, warp_image_tps
@@ -57,22 +58,43 @@ class RandomThinPlateSpline:
 
 
 class StaticTransform:
-    """One random view of a still image (each of the three 'frames' draws its own)."""
+    """Three 'frames' from one still image, as published (SPEC section 4).
+
+    Drawn once per sample and shared by its frames: zoom, horizontal flip,
+    colour jitter with hue and grayscale, so a sample never holds mirrored
+    or differently zoomed copies. Per frame: a small affine (bicubic, on the
+    PIL image), resize and padded random crop, a light jitter, then the
+    thin-plate-spline warp.
+    """
 
     def __init__(self, size):
-        self.affine = v2.RandomAffine(degrees=20, scale=(0.9, 1.1), shear=10, interpolation=BILINEAR, fill=FILL)
-        self.tps = RandomThinPlateSpline()
-        self.crop = v2.Compose([
-            v2.RandomResizedCrop(size, scale=(0.36, 1.0), interpolation=BICUBIC, antialias=True),
+        fill = {PIL.Image.Image: FILL[tv_tensors.Image], tv_tensors.Image: FILL[tv_tensors.Image], tv_tensors.Mask: 0}
+        self.shared_geometry = v2.Compose([
+            v2.RandomAffine(degrees=0, scale=(0.8, 1.5), interpolation=BILINEAR, fill=fill),
             v2.RandomHorizontalFlip(),
         ])
-        self.colour = v2.Compose([v2.ColorJitter(0.1, 0.05, 0.05, 0), v2.RandomGrayscale(0.05)])
+        self.per_frame_geometry = v2.Compose([
+            v2.ToPILImage(),  # tensors get no bicubic affine; PIL does
+            v2.RandomAffine(degrees=20, scale=(0.9, 1.1), shear=10, interpolation=BICUBIC, fill=fill),
+            v2.Resize(size, interpolation=BICUBIC),
+            v2.RandomCrop(size, pad_if_needed=True, fill=fill),
+            v2.PILToTensor(),
+        ])
+        self.per_frame_jitter = v2.ColorJitter(0.1, 0.05, 0.05, 0)
+        self.tps = RandomThinPlateSpline()
+        self.shared_colour = v2.Compose([v2.ColorJitter(0.1, 0.05, 0.05, 0.05), v2.RandomGrayscale(0.05)])
 
-    def __call__(self, image, mask):
-        image, mask = self.affine(image, mask)
-        image, mask = self.tps(image, mask)
-        image, mask = self.crop(image, mask)
-        return self.colour(image), mask
+    def __call__(self, image, mask, frames=3):
+        """image (3,H,W) uint8, mask (H,W) -> images (T,3,size,size) uint8, masks (T,size,size)."""
+        image, mask = self.shared_geometry(image, mask)
+        images, masks = [], []
+        for _ in range(frames):
+            view, view_mask = self.per_frame_geometry(image, mask)
+            view, view_mask = self.tps(self.per_frame_jitter(tv_tensors.Image(view)), tv_tensors.Mask(view_mask))
+            images.append(view)
+            masks.append(view_mask)
+        # A batched tv_tensor gets one set of colour parameters for all its frames.
+        return self.shared_colour(tv_tensors.Image(torch.stack(images))), torch.stack(masks)
 
 
 class VideoTransform:

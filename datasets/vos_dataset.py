@@ -6,7 +6,7 @@ Layout (DAVIS keeps its frames one level deeper, in 480p/):
     <root>/Annotations[/480p]/<video>/<frame>.png   (palette indices or binary 0/255)
 
 Only frames with an annotation are sampled. A sample is three frames in
-order with gaps of 1..max_skip, reversed half of the time, and up to two
+order (the published clamped sampler), reversed half of the time, and up to two
 objects of the first sampled frame (SPEC section 4).
 """
 import os
@@ -46,12 +46,24 @@ def read_subset(path):
 
 
 def sample_frame_indices(num_frames, max_skip):
-    """Three increasing indices whose consecutive gaps are 1..max_skip; reversed with probability 0.5."""
-    skip = max(1, min(max_skip, (num_frames - 1) // (NUM_FRAMES - 1)))
-    gaps = torch.randint(1, skip + 1, (NUM_FRAMES - 1,))
-    start = int(torch.randint(0, num_frames - int(gaps.sum()), ()))
-    indices = [start] + (start + torch.cumsum(gaps, 0)).tolist()
+    """Three frame indices by the published (STCN) clamped scheme; reversed with probability 0.5.
+
+    Each next frame lies 1..max_skip+1 after the previous one, clamped so
+    the triplet stays inside the video; near the end two indices may coincide.
+    """
+    jump = min(num_frames, max_skip)
+    start = int(torch.randint(0, num_frames - jump + 1, ()))
+    second = min(start + int(torch.randint(0, jump + 1, ())) + 1, num_frames - jump, num_frames - 1)
+    third = min(second + int(torch.randint(0, jump + 1, ())) + 1, num_frames - jump // 2, num_frames - 1)
+    indices = [start, second, third]
     return indices[::-1] if torch.rand(()) < 0.5 else indices
+
+
+def large_enough(labels, obj):
+    """BL30K's small-object filter, as published: an object must cover more than 30x30 pixels of the
+    first frame, or more than 10x10 there while staying under 20x20 in the two others."""
+    first, *others = [int((frame == obj).sum()) for frame in labels]
+    return first > 30 * 30 or (first > 10 * 10 and max(others) < 20 * 20)
 
 
 def pick(values):
@@ -62,8 +74,10 @@ class VOSDataset(Dataset):
     """`max_skip` is set by the curriculum; `skip_divisor` scales it for lower frame rates
     (YouTube-VOS annotates every 5th frame, so its gaps are divided by 5)."""
 
-    def __init__(self, root, size=384, max_skip=5, skip_divisor=1, subset=None, crop_scale=(0.36, 1.0)):
+    def __init__(self, root, size=384, max_skip=5, skip_divisor=1, subset=None, crop_scale=(0.36, 1.0),
+                 drop_small_objects=False):
         self.root = root
+        self.drop_small_objects = drop_small_objects
         self.image_dir, self.mask_dir = vos_folders(root)
         self.max_skip = max_skip
         self.skip_divisor = skip_divisor
@@ -114,6 +128,8 @@ class VOSDataset(Dataset):
             indices = sample_frame_indices(len(self.frames[video]), self.effective_skip)
             images, labels = self.transform(*self.load(video, indices))
             objects = [int(o) for o in torch.unique(labels[0]) if o not in (0, VOID)]
+            if self.drop_small_objects:
+                objects = [o for o in objects if large_enough(labels, o)]
             if objects:
                 break
         else:

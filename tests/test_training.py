@@ -64,13 +64,13 @@ def write_static(root, nested, count=4, seed=0):
         Image.fromarray(labels * 255).save(folder / f'img{i}.png')  # grey 0/255, as DUTS/FSS
 
 
-def write_vos(root, davis_layout, videos=3, frames=8, seed=0, objects=2):
+def write_vos(root, davis_layout, videos=3, frames=8, seed=0, objects=2, names=None):
     """Videos of two discs moving in opposite directions, palette annotations on every frame."""
     rng = np.random.default_rng(seed)
     sub = '480p' if davis_layout else ''
-    for v in range(videos):
-        jpg_dir = Path(root) / 'JPEGImages' / sub / f'video{v}'
-        png_dir = Path(root) / 'Annotations' / sub / f'video{v}'
+    for name in names or [f'video{v}' for v in range(videos)]:
+        jpg_dir = Path(root) / 'JPEGImages' / sub / name
+        png_dir = Path(root) / 'Annotations' / sub / name
         jpg_dir.mkdir(parents=True)
         png_dir.mkdir(parents=True)
         for t in range(frames):
@@ -85,10 +85,21 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('training_data')
     write_static(root / 'static' / 'fss', nested=True)
     write_static(root / 'static' / 'ecssd', nested=False, seed=1)
-    write_vos(root / 'DAVIS', davis_layout=True)
-    write_vos(root / 'YouTube', davis_layout=False, seed=1)
+    # The published data/ layout; two DAVIS train videos of the shipped subset and one val video.
+    write_vos(root.joinpath(*DAVIS_TRAINVAL), davis_layout=True, names=['bear', 'boat', 'blackswan'])
+    write_vos(root.joinpath(*YV_TRAIN), davis_layout=False, seed=1, names=YV_SUBSET_VIDEOS + ['video1'])
     write_vos(root / 'BL30K', davis_layout=False, seed=2)
     return root
+
+
+DAVIS_TRAINVAL = ('data', 'DAVIS', '2017', 'trainval')
+YV_TRAIN = ('data', 'YouTube', 'train_480p')
+YV_SUBSET_VIDEOS = (REPO / 'datasets' / 'subsets' / 'yv_subset.txt').read_text().split()[:2]
+# The 30 DAVIS-2017 validation videos: never training samples by default.
+DAVIS_2017_VAL = ('bike-packing blackswan bmx-trees breakdance camel car-roundabout car-shadow cows dance-twirl dog '
+                  'dogs-jump drift-chicane drift-straight goat gold-fish horsejump-high india judo kite-surf lab-coat '
+                  'libby loading mbike-trick motocross-jump paragliding-launch parkour pigs scooter-black shooting '
+                  'soapbox').split()
 
 
 # --- datasets and augmentation --------------------------------------------------------------
@@ -115,6 +126,34 @@ def test_static_dataset_bad_roots(tmp_path):
         StaticDataset(str(tmp_path / 'empty'))
 
 
+def test_static_views_share_flip_and_zoom():
+    """Published static augmentation: within a sample no mirrored pair, frame-to-frame scale within
+    the per-frame affine's 0.9-1.1 (so at most 1.1/0.9 between two frames); across samples both
+    flips and a range of zooms appear."""
+    from datasets.transforms import StaticTransform
+    torch.manual_seed(0)
+    yy, xx = np.mgrid[:160, :160]
+    disc = ((xx - 40) ** 2 + (yy - 80) ** 2 <= 12 ** 2).astype(np.uint8)   # left of centre
+    rgb = np.stack([disc * 200 + 20] * 3, -1).astype(np.uint8)
+    transform = StaticTransform(160)
+    transform.tps.p = 0  # its local warps are not a change of scale; tested on its own below
+    sides, sizes = set(), []
+    for _ in range(60):
+        images, masks = transform(*to_tensors(rgb, disc), 3)
+        assert images.shape == (3, 3, 160, 160) and masks.shape == (3, 160, 160)
+        areas = masks.flatten(1).sum(1).float()
+        assert (areas > 0).all()
+        cx = [float(torch.nonzero(m)[:, 1].float().mean()) for m in masks]
+        side = {x < 80 for x in cx}
+        assert len(side) == 1, cx          # never mirrored within a sample
+        sides |= side
+        scale = areas.sqrt()
+        assert float(scale.max() / scale.min()) <= 1.1 / 0.9 * 1.03, areas   # 3 %: resampling
+        sizes.append(float(scale.mean()))
+    assert sides == {True, False}
+    assert max(sizes) / min(sizes) > 1.4   # the shared zoom (0.8-1.5) varies across samples
+
+
 def test_thin_plate_spline_warps_image_and_mask_alike():
     torch.manual_seed(3)
     rng = np.random.default_rng(0)
@@ -128,22 +167,40 @@ def test_thin_plate_spline_warps_image_and_mask_alike():
     assert warped_mask.dtype == mask.dtype and set(warped_mask.unique().tolist()) <= {0, 1}
 
 
-def test_frame_sampling_respects_max_skip_and_reverses():
+def test_frame_sampling_is_the_published_clamped_scheme():
     torch.manual_seed(0)
-    reversed_count = 0
+    reversed_count, gaps_seen = 0, set()
     for _ in range(400):
         idx = sample_frame_indices(30, 4)
         if idx[0] > idx[-1]:
             reversed_count += 1
             idx = idx[::-1]
         gaps = np.diff(idx)
-        assert all(1 <= g <= 4 for g in gaps) and 0 <= idx[0] and idx[-1] < 30
+        gaps_seen |= set(gaps.tolist())
+        # frame 1 within max_skip+1 of frame 0, frame 2 within max_skip+1 of frame 1, clamped to the video
+        assert 0 <= idx[0] <= 26 and idx[1] <= 26 and idx[2] <= 28
+        assert all(0 <= g <= 5 for g in gaps)
     assert 150 < reversed_count < 250
-    assert sorted(sample_frame_indices(3, 10)) == [0, 1, 2]
+    assert gaps_seen == {0, 1, 2, 3, 4, 5}   # 0 only where the clamp bites near the end
+    # a 3-frame video with a large skip: the clamps pin the first two frames to 0, as published
+    for _ in range(20):
+        assert sorted(sample_frame_indices(3, 10))[:2] == [0, 0]
+
+
+def test_bl30k_small_object_filter():
+    from datasets.vos_dataset import large_enough
+    frames = torch.zeros(3, 100, 100, dtype=torch.uint8)
+    frames[0, :31, :31] = 1          # > 30x30 in the first frame: kept
+    frames[0, 50:61, 50:61] = 2      # 11x11 and small later: kept
+    frames[1, 50:61, 50:61] = 2
+    frames[0, 80:91, 80:91] = 3      # 11x11 but large in frame 2: dropped
+    frames[2, 60:100, 60:100] = 3
+    frames[0, 0, 99] = 4             # tiny: dropped
+    assert [o for o in (1, 2, 3, 4) if large_enough(frames, o)] == [1, 2]
 
 
 def test_vos_dataset_two_objects(data_root):
-    dataset = VOSDataset(str(data_root / 'DAVIS'), size=64, max_skip=3)
+    dataset = VOSDataset(str(data_root.joinpath(*DAVIS_TRAINVAL)), size=64, max_skip=3)
     assert len(dataset) == 3
     torch.manual_seed(0)
     for i in range(3):
@@ -166,10 +223,29 @@ def test_vos_dataset_reads_binary_davis_2016(shared_dir):
     assert set(sample['cls_gt'].unique().tolist()) <= {0, 1}
 
 
+def test_default_training_data_is_the_published_subsets(data_root, monkeypatch):
+    """Defaults: roots under data/ as published, the shipped subsets, never a DAVIS-2017 val video."""
+    from datasets.training_data import video_data
+    from datasets.vos_dataset import read_subset
+    from util.hyper_para import parse_args
+    monkeypatch.chdir(data_root)
+    para = parse_args(['--id', 'x', '--stage', '2', '--size', '64'])
+    davis, youtube = video_data(para)[0][0], video_data(para)[0][-1]
+    assert davis.videos == ['bear', 'boat'] and youtube.videos == sorted(YV_SUBSET_VIDEOS)
+    shipped = read_subset(para.davis_subset)
+    assert len(shipped) == 60 and not shipped & set(DAVIS_2017_VAL)
+    assert len(read_subset(para.yv_subset)) == 3464
+
+    para = parse_args(['--id', 'x', '--stage', '2', '--davis_subset', 'all', '--yv_subset', 'all',
+                       '--davis_root', str(data_root.joinpath(*DAVIS_TRAINVAL))])   # the inner folder works too
+    davis, youtube = video_data(para)[0][0], video_data(para)[0][-1]
+    assert 'blackswan' in davis.videos and 'video1' in youtube.videos
+
+
 def test_vos_dataset_subset_skip_divisor_and_errors(data_root, tmp_path):
     subset = tmp_path / 'subset.txt'
     subset.write_text('video1\nnot-there\n\n')
-    youtube = VOSDataset(str(data_root / 'YouTube'), size=64, skip_divisor=5, subset=str(subset))
+    youtube = VOSDataset(str(data_root.joinpath(*YV_TRAIN)), size=64, skip_divisor=5, subset=str(subset))
     assert youtube.videos == ['video1']
     youtube.max_skip = 10
     assert youtube.effective_skip == 2
@@ -178,7 +254,7 @@ def test_vos_dataset_subset_skip_divisor_and_errors(data_root, tmp_path):
 
     subset.write_text('nothing-like-it\n')
     with pytest.raises(UserInputError, match='no video'):
-        VOSDataset(str(data_root / 'YouTube'), subset=str(subset))
+        VOSDataset(str(data_root.joinpath(*YV_TRAIN)), subset=str(subset))
     with pytest.raises(UserInputError, match='JPEGImages'):
         VOSDataset(str(tmp_path))
     write_vos(tmp_path / 'blank', davis_layout=False, videos=1, frames=4, objects=0)
@@ -414,7 +490,7 @@ def test_cli_rejects_bad_input(data_root, tmp_path, monkeypatch, capsys):
     fake = tmp_path / 'fake_checkpoint.pth'
     torch.save({'it': 5, 'stage': 0, 'network': {}, 'optimizer': {}, 'scheduler': {}}, fake)
     code, err = run_train_inprocess(['--id', 'b', '--stage', 2, '--load_model', fake, '--davis_root',
-                                     data_root / 'DAVIS', '--yv_root', data_root / 'YouTube'] + common,
+                                     data_root.joinpath(*DAVIS_TRAINVAL), '--yv_root', data_root.joinpath(*YV_TRAIN)] + common,
                                     monkeypatch, capsys)
     assert code == 2 and 'checkpoint of stage 0, cannot resume it as stage 2' in err
 
@@ -469,23 +545,25 @@ TINY = ['--size', 64, '--batch_size', 1, '--num_workers', 1, '--log_every', 1, '
 
 @pytest.fixture(scope='module')
 def runs(data_root, tmp_path_factory):
-    """Stage 0 on two processes, stage 2 from its weights, then a resume with the legacy launcher."""
+    """Stage 0 on two processes (torchrun), stage 2 from its weights with the published legacy-launcher
+    command line and data/ layout, then a resume with torchrun."""
     work = tmp_path_factory.mktemp('runs')
+    (work / 'data').symlink_to(data_root / 'data')
     saves = work / 'saves'
-    common = TINY + ['--saves_root', saves]
+    tiny = ['--size', 64, '--num_workers', 1, '--log_every', 1, '--image_every', 1, '--device', 'cpu']
     logs = {}
     logs['s0'] = run(torchrun(free_port()) + [
-        '--id', 's0', '--stage', 0, '--iterations', 2, '--save_every', 2, '--no_imagenet',
-        '--static_root', data_root / 'static', '--static_sets', 'fss,ecssd:2'] + common, work)
-    stage2 = ['--stage', 2, '--davis_root', data_root / 'DAVIS', '--yv_root', data_root / 'YouTube',
-              '--davis_repeat', 2] + common
-    logs['s03'] = run(torchrun(free_port()) + [
-        '--id', 's03', '--iterations', 2, '--save_every', 100, '--load_network', saves / 's0' / 's0_2.pth'] + stage2,
-        work)
+        '--id', 's0', '--stage', 0, '--iterations', 2, '--batch_size', 1, '--save_every', 2, '--no_imagenet',
+        '--static_root', data_root / 'static', '--static_sets', 'fss,ecssd:2', '--saves_root', saves] + tiny, work)
+    # Published: python -m torch.distributed.launch --master_port 12345 --nproc_per_node=2 train.py
+    #            --id s03-QDMN --stage 2 --load_network saves/s0-QDMN/x.pth   (+ -i 2 -b 1, tiny crops)
+    logs['s03'] = run([sys.executable, '-m', 'torch.distributed.launch', '--master_port', free_port(),
+                       '--nproc_per_node=2', TRAIN, '--id', 's03', '--stage', 2,
+                       '--load_network', 'saves/s0/s0_2.pth', '-i', 2, '-b', 1] + tiny, work)
     shutil.copy(saves / 's03' / 's03_checkpoint.pth', work / 's03_checkpoint_at_2.pth')
-    logs['resume'] = run([sys.executable, '-m', 'torch.distributed.launch', '--nproc_per_node=2',
-                          f'--master_port={free_port()}', TRAIN, '--id', 's03', '--iterations', 3,
-                          '--save_every', 100, '--load_model', saves / 's03' / 's03_checkpoint.pth'] + stage2, work)
+    logs['resume'] = run(torchrun(free_port()) + [
+        '--id', 's03', '--stage', 2, '--iterations', 3, '--batch_size', 1, '--save_every', 100,
+        '--load_model', saves / 's03' / 's03_checkpoint.pth'] + tiny, work)
     yield work, logs
     shutil.rmtree(work, ignore_errors=True)  # ~4 GB of checkpoints
 
@@ -506,7 +584,8 @@ def test_two_process_stage0_run_saves_network_and_checkpoint(runs):
 
 def test_stage2_starts_from_stage0_weights(runs):
     work, logs = runs
-    assert f"network weights from {work / 'saves' / 's0' / 's0_2.pth'}" in logs['s03']
+    assert 'network weights from saves/s0/s0_2.pth' in logs['s03']
+    assert '2 process(es) on cpu (gloo)' in logs['s03']
     s0 = torch.load(work / 'saves' / 's0' / 's0_2.pth', weights_only=True)
     before = read_checkpoint(str(work / 's03_checkpoint_at_2.pth'), stage=2)
     assert before['network']['mask_rgb_encoder.conv1.weight'].shape == (64, 5, 7, 7)
@@ -564,6 +643,15 @@ def test_single_process_stage1_without_launcher(data_root, tmp_path):
     assert (tmp_path / 'saves' / 's1' / 's1_1.pth').is_file()
     assert read_checkpoint(str(tmp_path / 'saves' / 's1' / 's1_checkpoint.pth'), stage=1)['it'] == 1
     shutil.rmtree(tmp_path / 'saves')
+
+
+def test_id_null_debug_and_bl_root(data_root, tmp_path):
+    """Published switches: --id NULL trains without logging or saving, --debug reports every iteration."""
+    log = run([sys.executable, TRAIN, '--id', 'NULL', '--stage', 1, '-i', 2, '--no_imagenet', '--debug',
+               '--bl_root', data_root / 'BL30K', '--size', 64, '-b', 1, '--num_workers', 0, '--device', 'cpu',
+               '--log_every', 50], tmp_path)
+    assert [it for it, _ in reported(log)] == [1, 2]
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- learning check ---------------------------------------------------------------------------

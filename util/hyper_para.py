@@ -14,6 +14,12 @@ STAGE_DEFAULTS = {
     2: {'batch_size': 8, 'iterations': 150000, 'steps': [70000]},    # DAVIS + YouTube-VOS, two objects
 }
 
+# Frame-gap curriculum switch points (fractions of the epochs) of the video stages, as published.
+SKIP_FRACTIONS = {1: [0.1, 0.2, 0.3, 0.4, 0.8, 1.0], 2: [0.1, 0.2, 0.3, 0.4, 0.7, 0.9]}
+
+# The published training subsets, shipped with the code (one video per line).
+SUBSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'datasets', 'subsets')
+
 # name[:repeat] of the static image sets under --static_root; BIG and HRSOD are small sets, seen 5x.
 STATIC_SETS = 'fss,DUTS-TR,DUTS-TE,ecssd,BIG_small:5,HRSOD_small:5'
 
@@ -35,7 +41,8 @@ def float_list(text):
 def build_parser():
     p = argparse.ArgumentParser(description='Train QDMN (stage 0: static images, 1: BL30K, 2: DAVIS + YouTube-VOS).')
     run = p.add_argument_group('run')
-    run.add_argument('--id', required=True, help='run name; weights and logs go to <saves_root>/<id>/')
+    run.add_argument('--id', required=True, help='run name; weights and logs go to <saves_root>/<id>/ '
+                                                '(NULL: no logging and no saves, as published)')
     run.add_argument('--stage', type=int, choices=sorted(STAGE_DEFAULTS), required=True)
     run.add_argument('--saves_root', default='saves', help='parent folder of the run folders (default: saves)')
     run.add_argument('--load_network', help='start from these network weights (a single-object network is '
@@ -52,9 +59,9 @@ def build_parser():
     add_device_args(p)
 
     opt = p.add_argument_group('optimisation (None = the stage default)')
-    opt.add_argument('--batch_size', type=int, help='samples per process (per GPU); stage 0: 14, 1 and 2: 8')
-    opt.add_argument('--iterations', type=int, help='total iterations; stage 0: 160k, 1: 250k, 2: 150k')
-    opt.add_argument('--steps', type=int_list, help='iterations at which lr drops by --gamma; '
+    opt.add_argument('-b', '--batch_size', type=int, help='samples per process (per GPU); stage 0: 14, 1 and 2: 8')
+    opt.add_argument('-i', '--iterations', type=int, help='total iterations; stage 0: 160k, 1: 250k, 2: 150k')
+    opt.add_argument('--steps', type=int_list, nargs='+', help='iterations at which lr drops by --gamma; '
                                                     'stage 0: 250000, 1: 450000, 2: 70000')
     opt.add_argument('--lr', type=float, default=2e-5)
     opt.add_argument('--weight_decay', type=float, default=1e-7)
@@ -67,24 +74,32 @@ def build_parser():
 
     data = p.add_argument_group('data')
     data.add_argument('--size', type=int, default=384, help='square crop size (a multiple of 16)')
-    data.add_argument('--num_workers', type=int, default=8, help='data loader workers per process')
-    data.add_argument('--static_root', default='../static',
+    data.add_argument('--num_workers', type=int, default=min(8, os.cpu_count() or 1),
+                      help='data loader workers per process (default: 8, at most the number of cores)')
+    data.add_argument('--static_root', default='data/static',
                       help='stage 0: folder of the image sets (<set>/x.jpg+x.png or <set>/<class>/x.jpg+x.png)')
     data.add_argument('--static_sets', default=STATIC_SETS,
                       help=f'name[:repeat] folders of --static_root used in stage 0 (default: {STATIC_SETS})')
-    data.add_argument('--bl30k_root', default='../BL30K', help='stage 1: JPEGImages/<video>/, Annotations/<video>/')
-    data.add_argument('--davis_root', default='../DAVIS/2017/trainval',
-                      help='stage 2: DAVIS-2017 with JPEGImages/480p/<video>/, Annotations/480p/<video>/')
-    data.add_argument('--davis_subset', help='file listing the DAVIS training videos (default: all videos)')
+    data.add_argument('--bl_root', '--bl30k_root', dest='bl30k_root', default='data/BL30K', help='stage 1: JPEGImages/<video>/, Annotations/<video>/')
+    data.add_argument('--davis_root', default='data/DAVIS',
+                      help='stage 2: DAVIS root holding 2017/trainval/ (or that folder itself) with '
+                           'JPEGImages/480p/<video>/, Annotations/480p/<video>/')
+    data.add_argument('--davis_subset', default=os.path.join(SUBSETS, 'davis_subset.txt'),
+                      help='file listing the DAVIS training videos (default: the published 60 train videos; '
+                           '"all": every video under the root)')
     data.add_argument('--davis_repeat', type=int, default=5, help='DAVIS is seen this many times per epoch; 0 = unused')
-    data.add_argument('--yv_root', default='../YouTube/train_480p',
-                      help='stage 2: YouTube-VOS train (480p) with JPEGImages/<video>/, Annotations/<video>/')
-    data.add_argument('--yv_subset', help='file listing the YouTube-VOS training videos (default: all videos)')
+    data.add_argument('--yv_root', default='data/YouTube',
+                      help='stage 2: YouTube-VOS root holding train_480p/ (or that folder itself) with '
+                           'JPEGImages/<video>/, Annotations/<video>/')
+    data.add_argument('--yv_subset', default=os.path.join(SUBSETS, 'yv_subset.txt'),
+                      help='file listing the YouTube-VOS training videos (default: the published 3,464; '
+                           '"all": every video under the root)')
     data.add_argument('--yv_repeat', type=int, default=1, help='0 = do not use YouTube-VOS')
 
     skip = p.add_argument_group('frame-gap curriculum (max skip per phase, in 25-fps frames)')
-    skip.add_argument('--skip_fractions', type=float_list, default=[0.1, 0.2, 0.3, 0.4, 0.7, 0.9],
-                      help='fractions of the epochs at which the next max skip applies')
+    skip.add_argument('--skip_fractions', type=float_list,
+                      help='fractions of the epochs at which the next max skip applies '
+                           '(stage 1: 0.1,0.2,0.3,0.4,0.8,1.0; stage 2: 0.1,0.2,0.3,0.4,0.7,0.9)')
     skip.add_argument('--initial_skip', type=int, default=5, help='max skip before the first fraction')
     skip.add_argument('--davis_skips', type=int_list, default=[10, 15, 25, 10, 5, 1])
     skip.add_argument('--yv_skips', type=int_list, default=[10, 15, 20, 25, 10, 5],
@@ -94,6 +109,7 @@ def build_parser():
     log = p.add_argument_group('logging and saving')
     log.add_argument('--log_every', type=int, default=100, help='iterations between scalar reports')
     log.add_argument('--image_every', type=int, default=1000, help='iterations between sample images')
+    log.add_argument('--debug', action='store_true', help='report and write sample images every iteration')
     log.add_argument('--save_every', type=int, default=50000,
                      help='iterations between saves of <id>_<it>.pth and <id>_checkpoint.pth (also saved at the end)')
     return p
@@ -101,9 +117,16 @@ def build_parser():
 
 def parse_args(argv=None):
     para = build_parser().parse_args(argv)
+    if para.steps is not None:  # published: --steps 70000 80000; ours: --steps 70000,80000
+        para.steps = [step for group in para.steps for step in group]
     for key, value in STAGE_DEFAULTS[para.stage].items():
         if getattr(para, key) is None:
             setattr(para, key, value)
+    if para.skip_fractions is None:
+        para.skip_fractions = SKIP_FRACTIONS.get(para.stage, SKIP_FRACTIONS[2])
+    if para.debug:
+        para.log_every = para.image_every = 1
+    para.davis_subset, para.yv_subset = (None if s == 'all' else s for s in (para.davis_subset, para.yv_subset))
     checks = [
         (para.size % 16 == 0 and para.size > 0, f'--size {para.size}: must be a positive multiple of 16'),
         (para.batch_size > 0, '--batch_size must be positive'),
@@ -117,5 +140,6 @@ def parse_args(argv=None):
     for ok, message in checks:
         if not ok:
             build_parser().error(message)
+    para.no_output = para.id == 'NULL'
     para.run_dir = os.path.join(para.saves_root, para.id)
     return para

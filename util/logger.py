@@ -30,11 +30,13 @@ def format_seconds(seconds):
 
 class TrainLogger:
     def __init__(self, folder, enabled, total_its):
+        """folder None: console only (--id NULL)."""
         self.enabled = enabled
         self.total_its = total_its
         self.writer = None
         self.last_time, self.last_it = time.time(), 0
-        if enabled:
+        self.dead_head_warned = False
+        if enabled and folder is not None:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(folder)
 
@@ -51,6 +53,8 @@ class TrainLogger:
         text = json.dumps(config, indent=1, default=str)
         self.print(f'git: {config["git"]}')
         self.print(f'hyper-parameters: {json.dumps({k: v for k, v in config.items() if k != "git"}, default=str)}')
+        if self.writer is None:
+            return
         self.writer.add_text('hyper-parameters', f'```\n{text}\n```')
         with open(os.path.join(self.writer.log_dir, 'config.json'), 'w') as f:
             f.write(text + '\n')
@@ -65,15 +69,21 @@ class TrainLogger:
         now = time.time()
         per_it = (now - self.last_time) / max(it - self.last_it, 1)
         self.last_time, self.last_it = now, it
-        for name, value in scalars.items():
-            self.writer.add_scalar(f'train/{name}', value, it)
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(f'train/{name}', value, it)
         values = ' '.join(f'{k} {v:.4g}' for k, v in scalars.items())
         self.print(f'it {it}/{self.total_its} {values} | {per_it:.2f} s/it, '
                    f'ETA {format_seconds(per_it * (self.total_its - it))}')
+        if scalars.get('zero_score_fraction') == 1 and not self.dead_head_warned:
+            self.dead_head_warned = True
+            self.print(f'WARNING: the quality head scored every sample 0 in the window ending at iteration {it}: '
+                       'its final ReLU is dead and it no longer learns (see README, "The quality head"; '
+                       '--quality_fit preactivation avoids this)')
 
     def images(self, it, data, out, samples=2):
         """Frames with ground truth (top) and prediction (bottom) overlaid, for the first samples."""
-        if not self.enabled:
+        if self.writer is None:
             return
         grid = sample_grid(data, out, samples)
         self.writer.add_image('train/samples', grid, it, dataformats='HWC')
