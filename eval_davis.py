@@ -1,6 +1,6 @@
 """Segments DAVIS-2017 val or test-dev with QDMN; writes palette PNGs for the evaluation server.
 
-    python eval_davis.py --model saves/s012.pth --davis ../DAVIS/2017 --split val --output output/d17-val
+    python eval_davis.py --model saves/s012.pth --davis data/DAVIS/2017 --split val --output output/d17-val
 
 `--davis` may point at the folder holding `trainval/` and `test-dev/` (as
 DAVIS ships them) or directly at one of them. Videos whose outputs are
@@ -17,7 +17,8 @@ import progressbar
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, peak_memory, resolve_device, top_k_arg
+from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, autocast, memory_read_options,
+                      peak_memory, resolve_device)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
 from util.image_io import write_palette_png
@@ -27,9 +28,9 @@ from util.tensor_util import frame_to_tensor, labels_to_masks
 
 def add_common_args(parser):
     parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help=f'checkpoint (default {DEFAULT_MODEL}, downloaded when missing)')
+                        help='checkpoint (s012 is downloaded to the default path when missing)')
     parser.add_argument('--output', required=True, help='folder for <video>/<frame>.png')
-    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+    add_memory_read_args(parser)
     parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
     parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
     parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
@@ -61,8 +62,8 @@ def segment_dataset(dataset, args):
     device = resolve_device(args.device)
     check_writable(args.output)
     network = build_network(ensure_model(args.model), device)
-    engine_args = dict(top_k=args.top_k, mem_freq=args.mem_freq,
-                       quality_thr=args.quality_thr, memory_thr=args.memory_thr)
+    engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
+                       **memory_read_options(args))
     videos = [dataset.video(name) for name in dataset.videos]
     todo = [v for v in videos if not is_complete(os.path.join(args.output, v.name), v.frame_names)]
     if len(todo) < len(videos):
@@ -92,8 +93,9 @@ def evaluate_outputs(davis_root, output, image_set, single_object, sequences):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--davis', default='../DAVIS/2017', help='DAVIS-2017 root')
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument('--davis', default='data/DAVIS/2017',
+                        help='DAVIS-2017 root: the folder holding trainval/ and test-dev/, or one of them')
     parser.add_argument('--split', choices=['val', 'testdev'], default='val')
     add_common_args(parser)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Segments DAVIS-2016 val (one object per video) with QDMN; writes palette PNGs.
 
-    python eval_davis_2016.py --model saves/s012.pth --davis ../DAVIS/2016 --output output/d16-val
+    python eval_davis_2016.py --model saves/s012.pth --davis data/DAVIS/2016 --output output/d16-val
 
 Accepts the binary 0/255 annotations of DAVIS-2016 and the palette ones of
 DAVIS-2017 (every object merged into one). The image set defaults to
@@ -14,8 +14,8 @@ from util.errors import run_main
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--davis', default='../DAVIS/2016', help='DAVIS-2016 root (or a DAVIS-2017 trainval root)')
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument('--davis', default='data/DAVIS/2016', help='DAVIS-2016 root (or a DAVIS-2017 trainval root)')
     parser.add_argument('--imset', default='2016/val.txt', help='image set, relative to <davis>/ImageSets or absolute')
     add_common_args(parser)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Segments YouTube-VOS valid or test with QDMN; writes the evaluation server's zip.
 
-    python eval_youtube.py --yv ../YouTube --split valid --output output/yv-valid
+    python eval_youtube.py --yv data/YouTube --split valid --output output/yv-valid
 
 Every frame of <yv>/all_frames/<split>_all_frames/JPEGImages is processed
 when that release is present (else <yv>/<split>/JPEGImages), at 480 px on the
@@ -20,7 +20,8 @@ import progressbar
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, peak_memory, resolve_device, top_k_arg
+from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, autocast, memory_read_options,
+                      peak_memory, resolve_device)
 from util.errors import run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
@@ -28,19 +29,23 @@ from util.output import atomic_folder, check_writable, is_complete
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--yv', default='../YouTube', help='YouTube-VOS root (holding valid/, test/, all_frames/)')
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument('--yv', default='data/YouTube', help='YouTube-VOS root (holding valid/, test/, all_frames/)')
     parser.add_argument('--split', choices=['valid', 'test'], default='valid')
     parser.add_argument('--output', required=True, help='folder for Annotations/<video>/<frame>.png; '
                                                         'the zip is written next to it as <output>.zip')
     parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help=f'checkpoint (default {DEFAULT_MODEL}, downloaded when missing)')
+                        help='checkpoint (s012 is downloaded to the default path when missing)')
     parser.add_argument('--size', type=int, default=480,
-                        help='short side frames are processed at (default 480; -1: original size)')
-    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+                        help='short side frames are processed at (-1: original size)')
+    add_memory_read_args(parser)
     parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
-    parser.add_argument('--memory_thr', type=int, default=10, help='capacity of the propagated memory')
-    parser.add_argument('--quality_thr', type=float, default=0.75, help='relative quality a frame needs to be stored')
+    # The published YouTube-VOS settings: its videos are shorter, sparser (every 5th frame scored) and
+    # show more objects, so a smaller memory and a laxer gate than DAVIS's 20 / 0.8 work best there.
+    parser.add_argument('--memory_thr', type=int, default=10,
+                        help='capacity of the propagated memory of each pass (published for YouTube-VOS; DAVIS: 20)')
+    parser.add_argument('--quality_thr', type=float, default=0.75,
+                        help='relative quality a frame needs to be stored (published for YouTube-VOS; DAVIS: 0.8)')
     add_device_args(parser)
     return parser.parse_args(argv)
 
@@ -90,8 +95,8 @@ def main(argv=None):
     if len(todo) < len(dataset):
         print(f'{len(dataset) - len(todo)} of {len(dataset)} videos already complete in {annotations}: skipped')
     check_writable(annotations)
-    engine_args = dict(top_k=args.top_k, mem_freq=args.mem_freq,
-                       quality_thr=args.quality_thr, memory_thr=args.memory_thr)
+    engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
+                       **memory_read_options(args))
     done, elapsed = 0, 0.0
     if todo:
         network = build_network(ensure_model(args.model), device)

@@ -14,41 +14,42 @@ from model.aggregate import aggregate
 from util.tensor_util import pad_divide_by, probs_to_labels, unpad
 
 
-def reference_quality(scores):
-    """Mean of the non-zero per-object scores; None when every score is zero."""
+def nonzero_mean(scores):
+    """Mean of the non-zero per-object scores (a dead ReLU score of 0 is left out); None when all are zero."""
     nonzero = scores[scores != 0]
-    return float(nonzero.mean()) if nonzero.numel() else None
+    return float(nonzero.float().mean()) if nonzero.numel() else None
 
 
-def relative_quality(scores, reference):
-    """Mean object score relative to the reference frame's.
+def relative_quality(mean_score, reference):
+    """A frame's mean object score relative to the reference frame's.
 
     A reference of zero would divide by zero (the published code does), so
     the absolute mean score is used instead; the caller warned once.
     """
-    mean = float(scores.float().mean())
-    return mean if reference is None else mean / reference
+    return mean_score if reference is None else mean_score / reference
 
 
 @torch.no_grad()
-def segment_frame(net, bank, objects, frame, prev_prob, top_k):
+def segment_frame(net, bank, objects, frame, prev_prob, top_k, km_sigma=None):
     """One query step shared by both engines.
 
     frame (1,3,H,W) padded; prev_prob (K+1,1,H,W) the previous frame's
     aggregated probabilities (gates the query); each object reads its own
-    memory in `bank`. Returns the new aggregated probabilities (K+1,1,H,W).
+    memory in `bank` (top_k None: every memory pixel; km_sigma: kernelized
+    read). Returns the new aggregated probabilities (K+1,1,H,W).
     """
     f16, f8, f4 = net.encode_query(frame)
     prev_fg = prev_prob[1:].max(0, keepdim=True)[0]
     _, qk, qv = net.query_key_value(f16, prev_fg)
-    readout = torch.cat([net.read(*bank.read_tensors(k), qk, qv, top_k) for k in objects], 0)
+    readout = torch.cat([net.read(*bank.read_tensors(k), qk, qv, top_k, km_sigma) for k in objects], 0)
     return aggregate(net.segment(readout, f8, f4))
 
 
 class InferenceCore:
-    def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.8, memory_thr=20):
+    def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.8, memory_thr=20, km_sigma=None):
         self.net = network
         self.top_k = top_k
+        self.km_sigma = km_sigma
         self.bank = MemoryBank(mem_freq, quality_thr, memory_thr)
         self.frame_idx = -1
         self.prob = None            # previous frame's aggregated probabilities, padded
@@ -69,7 +70,7 @@ class InferenceCore:
         self.prob = aggregate(masks)
         key, value, scores = self.net.encode_memory(frame, self.prob[1:])
         self.last_scores = scores
-        self.reference = reference_quality(scores)
+        self.reference = nonzero_mean(scores)
         if self.reference is None:
             warnings.warn('the quality head scores the first frame 0 for every object; '
                           'gating on absolute instead of relative quality')
@@ -81,11 +82,12 @@ class InferenceCore:
         """Segments the next frame; `memorize=False` skips its memory encoding (last frame)."""
         frame, _ = pad_divide_by(frame)
         self.frame_idx += 1
-        self.prob = segment_frame(self.net, self.bank, range(self.num_objects), frame, self.prob, self.top_k)
+        self.prob = segment_frame(self.net, self.bank, range(self.num_objects), frame, self.prob, self.top_k,
+                                  self.km_sigma)
         if memorize:
             key, value, scores = self.net.encode_memory(frame, self.prob[1:])
             self.last_scores = scores
-            quality = relative_quality(scores, self.reference)
+            quality = relative_quality(float(scores.float().mean()), self.reference)  # plain mean (SPEC §2)
             self.last_decision = self.bank.offer(self.frame_idx, key, value, range(self.num_objects), quality)
             self.decisions[self.last_decision.reason] += 1
         return unpad(self.prob, self.pad)

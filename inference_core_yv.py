@@ -2,23 +2,27 @@
 
 Fed one frame at a time (streaming, like the DAVIS engine): the engine keeps
 the memory bank and the previous frame's probabilities only, so its memory
-is bounded by the bank's capacity plus one permanent entry per labelled
-frame, whatever the video's length.
+is bounded by the number of labelled frames times the bank's capacity,
+whatever the video's length.
 
 On a frame carrying labels the frame is first segmented from memory (when
 objects already exist), then the labelled masks are merged over that
 prediction (labels win where they overlap), re-aggregated, and the frame is
 encoded for every object seen so far and kept permanently. Each labelled
-frame starts a new propagation pass: the mem_freq counter restarts at it and
-the quality reference becomes the first propagated frame after it.
-Propagated frames go through the bank's quality gate and capacity.
+frame starts a new propagation pass, as published: the frames the previous
+pass stored become permanent, the stored list, its running count and the
+mem_freq counter restart, and the quality reference becomes the first
+propagated frame after it. Propagated frames go through the bank's quality
+gate and capacity, so memory stays bounded by (labelled frames) x
+(capacity + 2) + 1 entries: per pass its labelled frame and at most
+capacity + 1 stored frames, plus the previous frame.
 """
 import warnings
 
 import numpy as np
 import torch
 
-from inference_core import reference_quality, relative_quality, segment_frame, with_last_flag
+from inference_core import nonzero_mean, relative_quality, segment_frame, with_last_flag
 from inference_memory_bank import MemoryBank
 from model.aggregate import aggregate
 from util.tensor_util import labels_to_masks, pad_divide_by, probs_to_labels, unpad
@@ -34,9 +38,11 @@ class InferenceCoreYV:
     with that. Without it (None) only the objects seen so far are counted.
     """
 
-    def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.75, memory_thr=10, num_objects=None):
+    def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.75, memory_thr=10, num_objects=None,
+                 km_sigma=None):
         self.net = network
         self.top_k = top_k
+        self.km_sigma = km_sigma
         self.bank = MemoryBank(mem_freq, quality_thr, memory_thr)
         self.num_objects = num_objects
         self.objects = []           # original label ids in order of appearance
@@ -60,7 +66,8 @@ class InferenceCoreYV:
         self.frame_idx += 1
         labels = self._as_label_map(new_labels, frame)
         if self.objects:
-            self.prob = segment_frame(self.net, self.bank, self.objects, frame, self._gating_probs(), self.top_k)
+            self.prob = segment_frame(self.net, self.bank, self.objects, frame, self._gating_probs(), self.top_k,
+                                      self.km_sigma)
         elif labels is None:
             raise ValueError('the first frame given to InferenceCoreYV must carry labels')
         if labels is not None:
@@ -112,17 +119,19 @@ class InferenceCoreYV:
         key, value, scores = self.net.encode_memory(frame, self.prob[1:])
         self.last_scores = scores
         if labelled:
+            self.bank.start_pass()
             self.bank.add_permanent(self.frame_idx, key, value, self.objects)
             self.needs_reference = True
             self.last_decision = None
             return
         if self.needs_reference:
             self.needs_reference = False
-            self.reference = reference_quality(scores)
+            self.reference = nonzero_mean(scores)
             if self.reference is None:
                 warnings.warn('the quality head scores every object 0 on the first propagated frame; '
                               'gating on absolute instead of relative quality until the next labelled frame')
-        quality = relative_quality(scores, self.reference)
+        # as published on YouTube-VOS: objects scoring exactly 0 are left out of every frame's mean
+        quality = relative_quality(nonzero_mean(scores) or 0.0, self.reference)
         self.last_decision = self.bank.offer(self.frame_idx, key, value, self.objects, quality)
         self.decisions[self.last_decision.reason] += 1
 

@@ -47,6 +47,13 @@ class MemoryBank:
         self.last_stored_frame = frame
         self.temporary = None
 
+    def start_pass(self):
+        """A new propagation pass (YouTube-VOS, at each labelled frame): the frames stored so
+        far become permanent; the stored list and its running count restart."""
+        self.permanent += self.stored
+        self.stored = []
+        self.stored_count = 0
+
     def offer(self, frame, key, value, objects, quality):
         """Stores a propagated frame if it is due and good enough; else keeps it as temporary."""
         entry = MemoryEntry(frame, key, value, tuple(objects), float(quality))

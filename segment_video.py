@@ -25,7 +25,8 @@ from datasets.yv_test_dataset import VOID, processing_size as yv_processing_size
 from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import add_device_args, autocast, peak_memory, resolve_device, top_k_arg
+from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, autocast, memory_read_options,
+                      peak_memory, resolve_device)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
@@ -37,23 +38,23 @@ FOLDER_FPS = 25  # a frame folder carries no frame rate
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('--video', required=True, help='video file or folder of frames')
     annotation = parser.add_mutually_exclusive_group(required=True)
     annotation.add_argument('--mask', help="the first frame's annotation (PNG)")
     annotation.add_argument('--mask_dir', help='folder of <frame>.png annotations; objects may enter on any of them')
     parser.add_argument('--output', required=True, help='folder for masks/<frame>.png and overlay.mp4')
     parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help=f'checkpoint (default {DEFAULT_MODEL}, downloaded when missing)')
+                        help='checkpoint (s012 is downloaded to the default path when missing)')
     parser.add_argument('--size', type=int, default=480,
-                        help='process at this short side when the video is larger (default 480; -1: full size); '
+                        help='process at this short side when the video is larger (-1: full size); '
                              'masks are written at the video size')
     parser.add_argument('--resize_mask', action='store_true',
                         help='resize masks of another size to the video size (nearest neighbour) instead of failing')
     parser.add_argument('--side_by_side', action='store_true', help='overlay.mp4 shows the frame next to the overlay')
     parser.add_argument('--fps', type=float, help='frame rate of overlay.mp4 (default: the video\'s own, '
                                                   f'{FOLDER_FPS} for a frame folder)')
-    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+    add_memory_read_args(parser)
     parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
     add_device_args(parser)
     return parser.parse_args(argv)
@@ -186,12 +187,13 @@ def main(argv=None):
 
     size = processing_size(video.size, args.size)
     if args.mask:
-        core = InferenceCore(network, top_k=args.top_k, mem_freq=args.mem_freq)
+        core = InferenceCore(network, mem_freq=args.mem_freq, **memory_read_options(args))
         results = segment_from_first_mask(core, video, labels, device, size)
     else:
         # the published engine gates with all of the video's objects; the mask folder tells them all
         num_objects = len({int(i) for labels in labels_by_index.values() for i in np.unique(labels) if i})
-        core = InferenceCoreYV(network, top_k=args.top_k, mem_freq=args.mem_freq, num_objects=num_objects)
+        core = InferenceCoreYV(network, mem_freq=args.mem_freq, num_objects=num_objects,
+                               **memory_read_options(args))
         results = segment_from_masks(core, video, labels_by_index, device, size)
     palette = DAVIS_PALETTE if palette is None else palette
     fps = args.fps or video.fps or FOLDER_FPS

@@ -1,7 +1,10 @@
-"""Space-time memory read: dot-product affinity, (top-k) softmax, weighted read-out."""
+"""Space-time memory read: dot-product affinity, (top-k) softmax, optional kernel, weighted read-out."""
 import math
 
 import torch
+
+# Gaussian width (in 1/16-resolution pixels) of the published kernelized read (--use_km).
+KM_SIGMA = 5.6
 
 
 def affinity(mem_key, query_key):
@@ -11,33 +14,60 @@ def affinity(mem_key, query_key):
     return torch.bmm(mk, query_key.flatten(2)) / math.sqrt(ck)
 
 
-def read_dense(mem_key, mem_value, query_key):
-    """Softmax over every memory pixel (training, and inference with top_k=None)."""
-    weights = torch.softmax(affinity(mem_key, query_key), dim=1)
-    return torch.bmm(mem_value.flatten(2), weights)
+def memory_kernel(aff, height, width, sigma):
+    """Gaussian around the query position each memory pixel matches best: (B, T*H*W, H*W).
+
+    Suppresses matches far from where a memory pixel's own best match is, so
+    similar-looking objects elsewhere in the frame read less of it.
+    """
+    best = aff.argmax(2)                                       # (B, THW) best query pixel per memory pixel
+    best_y, best_x = (best // width).float(), (best % width).float()
+    ys = torch.arange(height, device=aff.device).float().repeat_interleave(width)
+    xs = torch.arange(width, device=aff.device).float().repeat(height)
+    dist2 = (ys - best_y[..., None]) ** 2 + (xs - best_x[..., None]) ** 2
+    return torch.exp(-dist2 / (2 * sigma ** 2))
 
 
-def read_top_k(mem_key, mem_value, query_key, top_k):
-    """Keeps the k best memory pixels per query pixel and reads only those.
+def memory_weights(mem_key, query_key, top_k, km_sigma):
+    """Read weights of every query pixel: (weights (B,k,HW), memory indices (B,k,HW)) or dense (B,THW,HW), None."""
+    aff = affinity(mem_key, query_key)
+    keep = top_k is not None and top_k < aff.shape[1]
+    if km_sigma is None:
+        if not keep:
+            return torch.softmax(aff, dim=1), None
+        scores, index = torch.topk(aff, k=top_k, dim=1)
+        return torch.softmax(scores, dim=1), index
+    # Kernelized read: the Gaussian weighs exp(affinity) before the top-k, then the kept ones are renormalised.
+    weighted = torch.exp(aff - aff.max(1, keepdim=True)[0]) * memory_kernel(aff, *query_key.shape[-2:], km_sigma)
+    index = None
+    if keep:
+        weighted, index = torch.topk(weighted, k=top_k, dim=1)
+    return weighted / weighted.sum(1, keepdim=True), index
+
+
+def gather_read(mem_value, weights, index):
+    """Weighted sum of the k picked memory values per query pixel.
 
     Gathering the k values directly avoids the dense (T*H*W x H*W) product,
     which dominates the cost on CPU.
     """
-    scores, index = torch.topk(affinity(mem_key, query_key), k=top_k, dim=1)           # (B, k, HW)
-    weights = torch.softmax(scores, dim=1)
     values = mem_value.flatten(2)                              # (B, Cv, THW)
     out = values.new_zeros(values.shape[0], values.shape[1], index.shape[2])
-    for j in range(top_k):  # k small gathers keep peak memory at one (Cv, HW) slice
+    for j in range(index.shape[1]):  # k small gathers keep peak memory at one (Cv, HW) slice
         picked = torch.gather(values, 2, index[:, j:j + 1].expand(-1, values.shape[1], -1))
         out += picked * weights[:, j:j + 1]
     return out
 
 
-def read_memory(mem_key, mem_value, query_key, query_value, top_k=None):
-    """Returns the read value concatenated with the query value: (B, 2*Cv, H, W)."""
-    memory_pixels = mem_key[0, 0].numel()
-    if top_k is None or top_k >= memory_pixels:
-        mem = read_dense(mem_key, mem_value, query_key)
+def read_memory(mem_key, mem_value, query_key, query_value, top_k=None, km_sigma=None):
+    """Returns the read value concatenated with the query value: (B, 2*Cv, H, W).
+
+    top_k None reads every memory pixel (training, --no_top); km_sigma
+    enables the kernelized read (--use_km).
+    """
+    weights, index = memory_weights(mem_key, query_key, top_k, km_sigma)
+    if index is None:
+        mem = torch.bmm(mem_value.flatten(2), weights)
     else:
-        mem = read_top_k(mem_key, mem_value, query_key, top_k)
+        mem = gather_read(mem_value, weights, index)
     return torch.cat([mem.view_as(query_value), query_value], 1)

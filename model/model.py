@@ -23,7 +23,7 @@ from util.cli import autocast
 from util.errors import UserInputError
 
 
-def memorize(net, frame, masks):
+def memorize(net, frame, masks, activate_score=True):
     """Encodes one frame for every object of every sample.
 
     frame (B,3,H,W), masks (B,K,H,W) -> key (B*K,128,1,h,w), value (B*K,512,1,h,w), score (B,K).
@@ -31,8 +31,8 @@ def memorize(net, frame, masks):
     """
     b, k = masks.shape[:2]
     others = masks.sum(1, keepdim=True) - masks
-    key, value, score = net.encode_memory(frame.repeat_interleave(k, 0),
-                                          masks.flatten(0, 1).unsqueeze(1), others.flatten(0, 1).unsqueeze(1))
+    key, value, score = net.encode_memory(frame.repeat_interleave(k, 0), masks.flatten(0, 1).unsqueeze(1),
+                                          others.flatten(0, 1).unsqueeze(1), activate_score)
     return key, value, score.view(b, k)
 
 
@@ -57,11 +57,17 @@ def segment(net, query, prev_masks, mem_key, mem_value, selector):
 
 
 class TwoStepPropagation(nn.Module):
-    """The whole training forward as one module call, so DDP sees one forward per iteration."""
+    """The whole training forward as one module call, so DDP sees one forward per iteration.
 
-    def __init__(self, network):
+    activate_score=False returns the quality scores before the head's final
+    ReLU, so the quality loss keeps a gradient when a score falls below 0
+    (see README, "The quality head"); inference always applies the ReLU.
+    """
+
+    def __init__(self, network, activate_score=True):
         super().__init__()
         self.network = network
+        self.activate_score = activate_score
 
     def forward(self, rgb, masks, selector):
         """rgb (B,3,3,H,W), masks (B,3,K,H,W) ground truth, selector (B,K) 1 where the object exists."""
@@ -72,10 +78,10 @@ class TwoStepPropagation(nn.Module):
 
         key0, value0, _ = memorize(net, rgb[:, 0], masks[:, 0])
         logits1, prob1 = segment(net, query[0], masks[:, 0], key0, value0, selector)
-        key1, value1, score1 = memorize(net, rgb[:, 1], prob1)
+        key1, value1, score1 = memorize(net, rgb[:, 1], prob1, self.activate_score)
         logits2, prob2 = segment(net, query[1], prob1, torch.cat([key0, key1], 2),
                                  torch.cat([value0, value1], 2), selector)
-        _, _, score2 = memorize(net, rgb[:, 2], prob2)  # only its quality score is needed
+        _, _, score2 = memorize(net, rgb[:, 2], prob2, self.activate_score)  # only its score is needed
         return {'logits': [logits1, logits2], 'prob': [prob1, prob2], 'score': [score1.float(), score2.float()]}
 
 
@@ -113,7 +119,7 @@ def add_agreement_sums(stats, score, target):
     stats['tt'] += (target * target).sum()
     stats['st'] += (score * target).sum()
     stats['abs_err'] += (score - target).abs().sum()
-    stats['zero_scores'] += (score == 0).sum()
+    stats['zero_scores'] += (score <= 0).sum()  # what the deployed head (ReLU) scores 0
 
 
 def agreement(sums):
@@ -138,7 +144,7 @@ class QDMNModel:
         self.para = para
         self.device = device
         self.network = network.to(device)
-        self.ddp = TwoStepPropagation(self.network)
+        self.ddp = TwoStepPropagation(self.network, activate_score=para.quality_fit == 'published')
         if dist.is_initialized():  # train.py always has a group; notebooks and tests may not
             self.ddp = DistributedDataParallel(
                 self.ddp, device_ids=[device.index] if device.type == 'cuda' else None,

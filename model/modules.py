@@ -75,12 +75,13 @@ class QualityHead(nn.Module):
             nn.init.kaiming_uniform_(fc.weight, a=1)
             nn.init.zeros_(fc.bias)
 
-    def forward(self, f16):
+    def forward(self, f16, activate=True):
+        """Score per input; activate=False returns fc2's output before the final ReLU (training fits it)."""
         x = F.interpolate(f16, size=(self.INPUT_SIZE, self.INPUT_SIZE), mode='bilinear', align_corners=False)
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
             x = F.relu(conv(x))
-        x = F.relu(self.fc1(x.flatten(1)))
-        return F.relu(self.fc2(x)).squeeze(1)
+        x = self.fc2(F.relu(self.fc1(x.flatten(1)))).squeeze(1)
+        return F.relu(x) if activate else x
 
 
 class ASPPBranch(nn.Module):

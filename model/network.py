@@ -36,19 +36,20 @@ class QDMN(nn.Module):
         key, value = self.kv_q_f16(gated)
         return gated, key, value
 
-    def encode_memory(self, frame, masks, other_masks=None):
+    def encode_memory(self, frame, masks, other_masks=None, activate_score=True):
         """Memory key/value and quality score of each object's mask.
 
         frame (B,3,H,W) (B=1 is broadcast over the objects), masks (K,1,H,W);
         other_masks defaults to the sum of the other rows of `masks`.
-        Returns key (K,128,1,h,w), value (K,512,1,h,w), score (K,).
+        Returns key (K,128,1,h,w), value (K,512,1,h,w), score (K,)
+        (before the head's final ReLU when activate_score is False).
         """
         if other_masks is None:
             other_masks = masks.sum(0, keepdim=True) - masks
         frame = frame.expand(masks.shape[0], -1, -1, -1)
         f16 = self.mask_rgb_encoder(frame, masks, other_masks)
         key, value = self.kv_m_f16(f16)
-        return key.unsqueeze(2), value.unsqueeze(2), self.score(f16)
+        return key.unsqueeze(2), value.unsqueeze(2), self.score(f16, activate_score)
 
     def segment(self, readout, f8, f4):
         """Read-out (B,1024,h,w) + query skips -> foreground probability (B,1,H,W)."""
@@ -59,5 +60,5 @@ class QDMN(nn.Module):
         return self.decoder(self.aspp(readout), f8.expand(b, -1, -1, -1), f4.expand(b, -1, -1, -1))
 
     @staticmethod
-    def read(mem_key, mem_value, query_key, query_value, top_k=None):
-        return read_memory(mem_key, mem_value, query_key, query_value, top_k)
+    def read(mem_key, mem_value, query_key, query_value, top_k=None, km_sigma=None):
+        return read_memory(mem_key, mem_value, query_key, query_value, top_k, km_sigma)

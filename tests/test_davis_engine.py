@@ -10,14 +10,14 @@ from util.image_io import read_label_mask, read_rgb
 from util.tensor_util import frame_to_tensor, labels_to_masks
 
 
-def run_golden(network, golden_dir, clip):
+def run_golden(network, golden_dir, clip, km_sigma=None, golden_file='golden.npz'):
     fixture = json.loads((golden_dir / 'fixture.json').read_text())
-    golden = np.load(golden_dir / clip / 'golden.npz')
+    golden = np.load(golden_dir / clip / golden_file)
     frames = sorted((golden_dir / clip / 'frames').glob('*.png'))[:fixture[clip]['frames']]
     labels, _ = read_label_mask(str(golden_dir / clip / 'masks' / '00000.png'))
     assert [int(o) for o in np.unique(labels) if o] == fixture[clip]['objects']
     core = InferenceCore(network, top_k=fixture['top_k'], mem_freq=fixture['mem_freq'],
-                         memory_thr=fixture[clip]['memory_thr'])
+                         memory_thr=fixture[clip]['memory_thr'], km_sigma=km_sigma)
     tensors = (frame_to_tensor(read_rgb(str(p))) for p in frames)
     masks, scores = [], []
     for out in propagate(core, tensors, labels_to_masks(labels, fixture[clip]['objects'])):
@@ -37,6 +37,18 @@ def test_engine_reproduces_golden(network, shared_dir, clip):
     if clip == 'blackswan':
         # every 5th frame passed the gate; the previous frame is the temporary entry
         assert core.bank.frames() == [0, 5, 10, 15, 20, 25, 28]
+
+
+def test_kernelized_read_reproduces_golden(network, shared_dir):
+    """--use_km (Gaussian sigma 5.6 before the top-k) on blackswan, against the published engine."""
+    from model.memory_read import KM_SIGMA
+    masks, scores, golden, _ = run_golden(network, shared_dir / 'reference' / 'golden', 'blackswan',
+                                          km_sigma=KM_SIGMA, golden_file='golden_km.npz')
+    agreement = (masks == golden['masks']).reshape(len(masks), -1).mean(1)
+    assert agreement.min() >= 0.99, agreement
+    np.testing.assert_allclose(scores, golden['scores'], rtol=1e-3)
+    plain = np.load(shared_dir / 'reference' / 'golden' / 'blackswan' / 'golden.npz')['masks']
+    assert (masks != plain).any(), 'the kernel must change the result'
 
 
 def test_memory_stays_bounded_on_a_long_video(network):

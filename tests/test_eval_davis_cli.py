@@ -102,6 +102,26 @@ def test_eval_davis_2017_multi_object(shared_dir, synthetic_checkpoint, tmp_path
     assert not list(out.glob('.*partial'))
 
 
+def test_published_flags_and_default_root(shared_dir, synthetic_checkpoint, tmp_path, monkeypatch, capsys):
+    """The published command line: data/DAVIS/2017 by default, --no_top and --use_km reach the engine."""
+    from model.memory_read import KM_SIGMA
+    make_davis(shared_dir, tmp_path / 'data' / 'DAVIS' / '2017' / 'trainval', 2017, frames=2)
+    monkeypatch.chdir(tmp_path)
+    engines = []
+
+    class RecordingCore(eval_davis.InferenceCore):
+        def __init__(self, network, **kwargs):
+            engines.append(kwargs)
+            super().__init__(network, **kwargs)
+
+    monkeypatch.setattr(eval_davis, 'InferenceCore', RecordingCore)
+    code, err = run_cli(eval_davis, ['--model', synthetic_checkpoint, '--output', 'out', '--no_top', '--use_km',
+                                     '--device', 'cpu'], monkeypatch, capsys)
+    assert code == 0, err
+    assert engines and all(e['top_k'] is None and e['km_sigma'] == KM_SIGMA for e in engines)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == list(VIDEOS)
+
+
 @pytest.fixture
 def small_davis(shared_dir, tmp_path):
     return make_davis(shared_dir, tmp_path / 'DAVIS', 2016, frames=2)

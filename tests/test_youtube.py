@@ -220,7 +220,7 @@ class ScriptedNet:
         return f16, f16, f16
 
     @staticmethod
-    def read(key, value, qk, qv, top_k):
+    def read(key, value, qk, qv, top_k, km_sigma=None):
         return key.new_zeros((1, 1) + qk.shape[-2:])
 
     @staticmethod
@@ -230,8 +230,9 @@ class ScriptedNet:
     def encode_memory(self, frame, masks):
         self.encoded.append(masks.shape[0])
         k = masks.shape[0]
-        return (torch.zeros(k, 1, 1, 1, 1), torch.zeros(k, 1, 1, 1, 1),
-                torch.full((k,), float(next(self.scores))))
+        score = next(self.scores)  # one value for every object, or one per object
+        score = torch.tensor(score, dtype=torch.float) if isinstance(score, list) else torch.full((k,), float(score))
+        return torch.zeros(k, 1, 1, 1, 1), torch.zeros(k, 1, 1, 1, 1), score
 
 
 def _run(net, num_frames, labels, **kw):
@@ -279,6 +280,28 @@ def test_capacity_evicts_old_low_quality_entries_never_labelled_frames():
     # frame 5 then drops frame 1 (e^-4+1.0), frame 6 drops frame 3 (e^-3+0.9)
     assert core.decisions == {'stored': 3, 'replaced': 3, 'not_due': 0, 'low_quality': 0}
     assert [e.frame for e in core.bank.stored] == [4, 5, 6]
+
+
+def test_frame_quality_leaves_zero_scores_out():
+    # frame 0 labelled (2 objects); frame 1 sets the reference 1.0; frame 5 scores [0.9, 0]:
+    # as published its quality is 0.9 / 1.0 (the 0 is left out), not 0.45, so it is stored
+    scores = [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.9, 0.0]]
+    core, _ = _run(ScriptedNet(scores), 7, {0: _labels(1, 2)})
+    assert [e.frame for e in core.bank.stored] == [5]
+    assert core.bank.stored[0].quality == pytest.approx(0.9)
+
+
+def test_labelled_frame_makes_the_previous_pass_permanent_and_restarts_capacity():
+    # capacity 1 (at most 2 stored), every frame due; labels on frames 0 and 4
+    core, _ = _run(ScriptedNet([1.0] * 9), 9, {0: _labels(1), 4: _labels(1, 2)}, mem_freq=1, memory_thr=1)
+    # pass 1 stored 1, 2 and 3 (3 replaced one of them); at frame 4 its two stored frames became
+    # permanent, then pass 2 stored 5, 6 and 7 within a fresh capacity
+    permanent = [e.frame for e in core.bank.permanent]
+    assert permanent[0] == 0 and permanent[-1] == 4 and len(permanent) == 4
+    assert set(permanent[1:3]) < {1, 2, 3}
+    assert len(core.bank.stored) == 2 and {e.frame for e in core.bank.stored} < {5, 6, 7}
+    assert [e.order for e in core.bank.stored] != [] and max(e.order for e in core.bank.stored) == 3
+    assert core.decisions == {'stored': 4, 'replaced': 2, 'not_due': 0, 'low_quality': 0}
 
 
 # ---- the 480p training copy -------------------------------------------------------------------------

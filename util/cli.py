@@ -1,4 +1,5 @@
-"""Shared command-line plumbing: device choice, autocast, clean error exits."""
+"""Shared command-line plumbing: help format, device choice, memory-read flags, autocast."""
+import argparse
 import contextlib
 import sys
 import warnings
@@ -8,15 +9,34 @@ import torch
 from util.errors import UserInputError
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's layout and shows every option's default."""
+
+
 def add_device_args(parser):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-                        help='cpu, cuda or cuda:N (default: cuda when available)')
+                        help='cpu, cuda or cuda:N (cuda when available)')
     parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
 
 
 def top_k_arg(text):
     """--top_k value: an integer, or "none" for a dense read of every memory pixel."""
     return None if text.lower() == 'none' else int(text)
+
+
+def add_memory_read_args(parser):
+    """--top_k, and the published --no_top and --use_km."""
+    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+    parser.add_argument('--no_top', action='store_true', help='read every memory pixel (published flag; = --top_k none)')
+    parser.add_argument('--use_km', action='store_true',
+                        help='kernelized memory read (published flag): a Gaussian (sigma 5.6) around each memory '
+                             'pixel\'s best-matching query position, applied before the top-k')
+
+
+def memory_read_options(args):
+    """Engine keyword arguments of the read flags."""
+    from model.memory_read import KM_SIGMA
+    return {'top_k': None if args.no_top else args.top_k, 'km_sigma': KM_SIGMA if args.use_km else None}
 
 
 def peak_memory(device):
