@@ -42,7 +42,7 @@ def segment_frame(net, bank, objects, frame, prev_prob, top_k, km_sigma=None):
     prev_fg = prev_prob[1:].max(0, keepdim=True)[0]
     _, qk, qv = net.query_key_value(f16, prev_fg)
     readout = torch.cat([net.read(*bank.read_tensors(k), qk, qv, top_k, km_sigma) for k in objects], 0)
-    return aggregate(net.segment(readout, f8, f4))
+    return aggregate(net.segment(readout, f8, f4).float())  # fp32 probabilities, also under --amp
 
 
 class InferenceCore:

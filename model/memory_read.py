@@ -63,11 +63,13 @@ def read_memory(mem_key, mem_value, query_key, query_value, top_k=None, km_sigma
     """Returns the read value concatenated with the query value: (B, 2*Cv, H, W).
 
     top_k None reads every memory pixel (training, --no_top); km_sigma
-    enables the kernelized read (--use_km).
+    enables the kernelized read (--use_km). Always in fp32, also under
+    autocast: bf16 affinities would change which memory pixels the top-k keeps.
     """
-    weights, index = memory_weights(mem_key, query_key, top_k, km_sigma)
-    if index is None:
-        mem = torch.bmm(mem_value.flatten(2), weights)
-    else:
-        mem = gather_read(mem_value, weights, index)
-    return torch.cat([mem.view_as(query_value), query_value], 1)
+    with torch.autocast(mem_key.device.type, enabled=False):
+        weights, index = memory_weights(mem_key.float(), query_key.float(), top_k, km_sigma)
+        if index is None:
+            mem = torch.bmm(mem_value.float().flatten(2), weights)
+        else:
+            mem = gather_read(mem_value.float(), weights, index)
+    return torch.cat([mem.view(query_value.shape).to(query_value.dtype), query_value], 1)

@@ -76,12 +76,18 @@ class QualityHead(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def forward(self, f16, activate=True):
-        """Score per input; activate=False returns fc2's output before the final ReLU (training fits it)."""
-        x = F.interpolate(f16, size=(self.INPUT_SIZE, self.INPUT_SIZE), mode='bilinear', align_corners=False)
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
-            x = F.relu(conv(x))
-        x = self.fc2(F.relu(self.fc1(x.flatten(1)))).squeeze(1)
-        return F.relu(x) if activate else x
+        """Score per input; activate=False returns fc2's output before the final ReLU (training fits it).
+
+        fp32 even under autocast: the memory gate compares these scores with a
+        threshold, and the head is cheap (a 24x24 input).
+        """
+        with torch.autocast(f16.device.type, enabled=False):
+            x = F.interpolate(f16.float(), size=(self.INPUT_SIZE, self.INPUT_SIZE), mode='bilinear',
+                              align_corners=False)
+            for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+                x = F.relu(conv(x))
+            x = self.fc2(F.relu(self.fc1(x.flatten(1)))).squeeze(1)
+            return F.relu(x) if activate else x
 
 
 class ASPPBranch(nn.Module):

@@ -65,7 +65,11 @@ def resolve_device(name):
 
 
 def autocast(device, enabled):
-    """fp16 autocast on CUDA; a no-op elsewhere (CPU fp16 is slower and less accurate)."""
+    """fp16 autocast on CUDA; a no-op elsewhere (CPU bf16 fails the golden check, see README).
+
+    The precision-sensitive parts (memory read, quality head, aggregation) run
+    in fp32 inside it (model/memory_read.py, model/modules.py, inference_core.py).
+    """
     if enabled and device.type != 'cuda':
         warnings.warn('--amp only applies on CUDA; running in fp32')
     if enabled and device.type == 'cuda':
