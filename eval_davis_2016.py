@@ -10,6 +10,7 @@ import argparse
 
 from datasets.davis_test_dataset import DAVISTestDataset
 from eval_davis import add_common_args, evaluate_outputs, segment_dataset
+from util.cli import HelpFormatter
 from util.errors import run_main
 
 

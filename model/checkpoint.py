@@ -11,12 +11,16 @@ MEMORY_CONV1 = 'mask_rgb_encoder.conv1.weight'
 
 def load_file(path, hint=''):
     """torch.load with weights_only=True (a checkpoint can never run pickled code) and clear errors."""
+    if os.path.isdir(path):
+        raise UserInputError(f'{path}: is a directory, not a checkpoint file')
     if not os.path.isfile(path):
         raise UserInputError(f'{path}: checkpoint not found{hint}')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise UserInputError(f'{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})') from None
+    except Exception:
+        # torch's own message advises weights_only=False: never for a file of unknown origin
+        raise UserInputError(f'{path}: not a PyTorch checkpoint of tensors (unreadable, truncated, or holding '
+                             'other Python objects, which are never loaded for safety)') from None
 
 
 def read_state_dict(path):

@@ -10,7 +10,7 @@ from PIL import Image
 
 import eval_davis
 import eval_davis_2016
-from util.errors import run_main
+from util.errors import UserInputError, run_main
 from util.palette import DAVIS_PALETTE
 
 REPO = Path(eval_davis.__file__).resolve().parent
@@ -185,6 +185,27 @@ def test_bad_checkpoint(small_davis, tmp_path, monkeypatch, capsys, checkpoint, 
     code, err = run_cli(eval_davis_2016, ['--model', path, '--davis', small_davis, '--output', tmp_path / 'o',
                                           '--device', 'cpu'], monkeypatch, capsys)
     assert code == 2 and message in err and str(path) in err
+
+
+@pytest.mark.parametrize('kind', ['directory', 'garbage', 'pickle'])
+def test_checkpoint_that_is_not_one(tmp_path, kind):
+    """One clear sentence per kind, never torch's advice to load with weights_only=False."""
+    import datetime
+    import pickle
+    from model.checkpoint import read_state_dict
+    path = tmp_path / 'model.pth'
+    if kind == 'directory':
+        path.mkdir()
+    elif kind == 'garbage':
+        path.write_text('not a checkpoint')
+    else:
+        path.write_bytes(pickle.dumps({'saved': datetime.date(2022, 10, 23)}))
+    with pytest.raises(UserInputError) as info:
+        read_state_dict(str(path))
+    message = str(info.value)
+    assert message.startswith(f'{path}: ') and 'weights_only' not in message and '\n' not in message
+    assert {'directory': 'is a directory', 'garbage': 'not a PyTorch checkpoint',
+            'pickle': 'not a PyTorch checkpoint'}[kind] in message
 
 
 def test_output_not_writable(small_davis, synthetic_checkpoint, tmp_path, monkeypatch, capsys):

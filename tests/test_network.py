@@ -63,12 +63,12 @@ def test_missing_corrupt_and_pickled_code_checkpoints_are_refused(tmp_path):
         build_network(str(tmp_path / 'nope.pth'))
     garbage = tmp_path / 'garbage.pth'
     garbage.write_bytes(b'not a checkpoint')
-    with pytest.raises(UserInputError, match='not a readable PyTorch checkpoint'):
+    with pytest.raises(UserInputError, match='not a PyTorch checkpoint'):
         build_network(str(garbage))
     evil = tmp_path / 'evil.pth'
     with open(evil, 'wb') as f:
         pickle.dump({'network': {}, 'hook': print}, f)   # arbitrary callable: weights_only must refuse
-    with pytest.raises(UserInputError, match='not a readable PyTorch checkpoint'):
+    with pytest.raises(UserInputError, match='not a PyTorch checkpoint'):
         build_network(str(evil))
 
 
