@@ -419,6 +419,20 @@ def test_wrong_size_and_bad_files_are_reported(broken_copy):
         evaluate_davis(SAMPLE, broken_copy, '2017/val', progress=False)
 
 
+def test_non_contiguous_ids_warn_and_keep_official_numbers(tmp_path):
+    """First annotation with ids 1 and 3: object 2 is absent, scores as a perfect empty object
+    (as the official tool does), and the evaluation says so."""
+    davis, results = _mini_dataset(tmp_path)
+    first = davis / 'Annotations' / '480p' / 'mini' / '00000.png'
+    gt = np.array(Image.open(first))
+    gt[gt == 2] = 3
+    save_palette(first, gt)
+    with pytest.warns(UserWarning, match=r'00000\.png: object ids \[1, 3\] are not contiguous; ids \[2\] are absent'):
+        ev = evaluate_davis(davis, results, '2017/val', workers=1, progress=False)
+    assert [o.name for o in ev.objects] == ['mini_1', 'mini_2', 'mini_3']
+    assert (ev.objects[1].j_mean, ev.objects[1].f_mean) == (1.0, 1.0)
+
+
 def test_result_id_above_ground_truth(tmp_path):
     davis, results = _mini_dataset(tmp_path)
     save_palette(results / 'mini' / '00005.png', square(20, 20, 0, 3, 0, 3, 3))

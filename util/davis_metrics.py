@@ -446,7 +446,20 @@ def _plan_sequence(davis_root, results_dir, seq, single_object):
         first = _read_labels(gt_paths[0], 'ground-truth annotation')
         first = np.where(first == VOID_LABEL, 0, first)
         num_objects = int(first.max()) if first.size else 0
+        warn_missing_ids(gt_paths[0], first, num_objects)
     return _SequencePlan(seq, frames, gt_paths[1:-1], res_paths, num_objects)
+
+
+def warn_missing_ids(path, labels, num_objects):
+    """The official protocol scores ids 1..max of the first annotation: with ids 1 and 5, objects
+    2-4 are empty in both ground truth and result and count as perfect. Keep the official numbers,
+    but say so."""
+    present = set(np.unique(labels).tolist())
+    missing = [i for i in range(1, num_objects + 1) if i not in present]
+    if missing:
+        warnings.warn(f'{path}: object ids {sorted(present - {0})} are not contiguous; ids {missing} are absent '
+                      'and count as perfectly segmented empty objects (as in the official evaluation)',
+                      stacklevel=2)
 
 
 def _score_chunk(task):

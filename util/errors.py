@@ -1,5 +1,6 @@
 """One exception type for every problem a user can fix, and the CLI wrapper that reports it."""
 import sys
+import warnings
 
 
 class UserInputError(Exception):
@@ -7,7 +8,11 @@ class UserInputError(Exception):
 
 
 def run_main(main):
-    """Runs a CLI entry point, turning UserInputError into a one-line message and exit code 2."""
+    """Runs a CLI entry point, turning UserInputError into a one-line message and exit code 2.
+
+    Warnings print as one `warning: ...` line too, without Python's file and source line.
+    """
+    warnings.formatwarning = lambda message, *args, **kwargs: f'warning: {message}\n'
     try:
         main()
     except UserInputError as e:
