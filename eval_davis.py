@@ -7,7 +7,6 @@ DAVIS ships them) or directly at one of them. Videos whose outputs are
 complete are skipped, so an interrupted run resumes where it stopped.
 """
 import argparse
-import itertools
 import os
 import time
 
@@ -35,21 +34,19 @@ def add_common_args(parser):
     parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
     parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
     parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
+    parser.add_argument('--skip_bad_videos', action='store_true',
+                        help='segment the videos that pass the up-front checks, list the others at the end '
+                             'and exit with code 2 (default: refuse to start while any video is bad)')
     add_device_args(parser)
 
 
 def segment_video(network, video, out_folder, device, amp, engine_args):
     """Segments one DAVIS video into out_folder; the folder only appears once every frame is written."""
-    labels, objects, _ = video.first_annotation()
-    frames = video.frames()
-    first = next(frames)
-    if first.shape[:2] != labels.shape:
-        raise UserInputError(f'{video.first_mask_path}: annotation is {labels.shape[1]}x{labels.shape[0]} '
-                             f'but the frames are {first.shape[1]}x{first.shape[0]}')
+    labels, objects = video.check()
     # index k of the engine's output is the k-th object of the first frame
     to_label = np.array([0] + objects, dtype=np.uint8)
     core = InferenceCore(network, **engine_args)
-    tensors = (frame_to_tensor(rgb, device) for rgb in itertools.chain([first], frames))
+    tensors = (frame_to_tensor(rgb, device) for rgb in video.frames())
     with atomic_folder(out_folder) as partial, autocast(device, amp):
         outputs = propagate(core, tensors, labels_to_masks(labels, objects, device))
         for name, index_map in zip(video.frame_names, outputs):
@@ -57,19 +54,39 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
             yield name
 
 
+def checked_videos(dataset, skip_bad):
+    """Every video of `dataset`, validated before the model loads: all problems in one message,
+    or with skip_bad the good videos and the list of problems."""
+    videos, problems = [], {}
+    for name in dataset.videos:
+        try:
+            video = dataset.video(name)
+            video.check()
+            videos.append(video)
+        except UserInputError as e:
+            problems[name] = str(e)
+    if problems and not skip_bad:
+        raise UserInputError(f'{len(problems)} of {len(dataset.videos)} videos cannot be segmented '
+                             '(--skip_bad_videos runs the others): ' + '; '.join(problems.values()))
+    return videos, problems
+
+
 def segment_dataset(dataset, args):
-    """Runs every video of `dataset` not yet complete in args.output; prints time and FPS."""
+    """Runs every video of `dataset` not yet complete in args.output; prints time and FPS.
+
+    Returns {video: problem} of the videos skipped with --skip_bad_videos.
+    """
     device = resolve_device(args.device)
+    videos, skipped = checked_videos(dataset, args.skip_bad_videos)
     check_writable(args.output)
-    network = build_network(ensure_model(args.model), device)
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_read_options(args))
-    videos = [dataset.video(name) for name in dataset.videos]
     todo = [v for v in videos if not is_complete(os.path.join(args.output, v.name), v.frame_names)]
     if len(todo) < len(videos):
         print(f'{len(videos) - len(todo)} of {len(videos)} videos already complete in {args.output}: skipped')
     if not todo:
-        return
+        return skipped
+    network = build_network(ensure_model(args.model), device)
     total = sum(len(v) for v in todo)
     bar = progressbar.ProgressBar(max_value=max(total, 1), prefix='{variables.video} ',
                                   variables={'video': '-'}, redirect_stdout=True)
@@ -82,6 +99,13 @@ def segment_dataset(dataset, args):
     elapsed = time.perf_counter() - start
     print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
           f'{peak_memory(device)}')
+    return skipped
+
+
+def report_skipped(skipped):
+    """Ends a --skip_bad_videos run: the skipped videos listed, a non-zero exit."""
+    if skipped:
+        raise UserInputError(f'{len(skipped)} video(s) skipped (--skip_bad_videos): ' + '; '.join(skipped.values()))
 
 
 def evaluate_outputs(davis_root, output, image_set, single_object, sequences):
@@ -103,11 +127,13 @@ def main():
     root = os.path.join(args.davis, sub) if os.path.isdir(os.path.join(args.davis, sub)) else args.davis
     imset = '2017/val.txt' if args.split == 'val' else '2017/test-dev.txt'
     dataset = DAVISTestDataset(root, imset=imset)
-    segment_dataset(dataset, args)
+    skipped = segment_dataset(dataset, args)
     if args.evaluate and args.split == 'testdev':
         print('--evaluate: test-dev has no public ground truth; submit the masks to the evaluation server')
     elif args.evaluate:
-        evaluate_outputs(root, args.output, '2017/val', single_object=False, sequences=dataset.videos)
+        evaluate_outputs(root, args.output, '2017/val', single_object=False,
+                         sequences=[v for v in dataset.videos if v not in skipped])
+    report_skipped(skipped)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ DAVIS-2017 (every object merged into one). The image set defaults to
 import argparse
 
 from datasets.davis_test_dataset import DAVISTestDataset
-from eval_davis import add_common_args, evaluate_outputs, segment_dataset
+from eval_davis import add_common_args, evaluate_outputs, report_skipped, segment_dataset
 from util.cli import HelpFormatter
 from util.errors import run_main
 
@@ -21,9 +21,11 @@ def main():
     add_common_args(parser)
     args = parser.parse_args()
     dataset = DAVISTestDataset(args.davis, imset=args.imset, single_object=True)
-    segment_dataset(dataset, args)
+    skipped = segment_dataset(dataset, args)
     if args.evaluate:
-        evaluate_outputs(args.davis, args.output, '2016/val', single_object=True, sequences=dataset.videos)
+        evaluate_outputs(args.davis, args.output, '2016/val', single_object=True,
+                         sequences=[v for v in dataset.videos if v not in skipped])
+    report_skipped(skipped)
 
 
 if __name__ == '__main__':

@@ -31,6 +31,7 @@ from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
 from util.overlay import Mp4Writer, blend, side_by_side
+from util.output import atomic_folder, partial_folder
 from util.palette import DAVIS_PALETTE
 from util.tensor_util import frame_to_tensor, labels_to_masks
 
@@ -51,6 +52,8 @@ def parse_args(argv=None):
                              'masks are written at the video size')
     parser.add_argument('--resize_mask', action='store_true',
                         help='resize masks of another size to the video size (nearest neighbour) instead of failing')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='segment again even when --output already holds a complete result')
     parser.add_argument('--side_by_side', action='store_true', help='overlay.mp4 shows the frame next to the overlay')
     parser.add_argument('--fps', type=float, help='frame rate of overlay.mp4 (default: the video\'s own, '
                                                   f'{FOLDER_FPS} for a frame folder)')
@@ -104,14 +107,12 @@ def check_output_path(folder):
         raise UserInputError(f'{folder}: output path is a file, not a folder')
 
 
-def prepare_output(folder):
-    """Creates <folder>/masks."""
-    masks = os.path.join(folder, 'masks')
-    try:
-        os.makedirs(masks, exist_ok=True)
-    except OSError as e:
-        raise UserInputError(f'{masks}: cannot create the output folder ({e.strerror})') from None
-    return masks
+def previous_run(folder):
+    """'complete' when masks/ and overlay.mp4 exist (both appear only at the end of a run),
+    'stopped' when an interrupted run left its hidden partial masks folder, else None."""
+    if os.path.isdir(os.path.join(folder, 'masks')) and os.path.isfile(os.path.join(folder, 'overlay.mp4')):
+        return 'complete'
+    return 'stopped' if os.path.isdir(partial_folder(os.path.join(folder, 'masks'))) else None
 
 
 def frames_and_tensors(frames, device, size):
@@ -182,8 +183,15 @@ def main(argv=None):
     else:
         labels_by_index, palette = load_mask_dir(args.mask_dir, video, args.resize_mask)
     check_output_path(args.output)
+    state = previous_run(args.output)
+    if state == 'complete' and not args.overwrite:
+        print(f'{args.output}: already complete (masks/ and overlay.mp4); nothing to do (--overwrite to redo)')
+        return
+    if state == 'stopped':
+        # the memory of frame t depends on every earlier frame: a propagation cannot pick up mid-video
+        print(f'{args.output}: an earlier run stopped before the end; starting over from the first frame')
     network = build_network(ensure_model(args.model), device)
-    masks_dir = prepare_output(args.output)
+    masks_dir = os.path.join(args.output, 'masks')
 
     size = processing_size(video.size, args.size)
     if args.mask:
@@ -200,10 +208,11 @@ def main(argv=None):
 
     print(f'{args.video}: {video.size[1]}x{video.size[0]}, processing at {size[1]}x{size[0]} on {device}')
     done, start = 0, time.perf_counter()
-    with autocast(device, args.amp), progress_bar(video.num_frames) as bar, \
+    # masks/ and overlay.mp4 appear only when every frame is written: complete or absent
+    with atomic_folder(masks_dir) as partial, autocast(device, args.amp), progress_bar(video.num_frames) as bar, \
             Mp4Writer(os.path.join(args.output, 'overlay.mp4'), fps) as writer:
         for name, rgb, label_map in results:
-            write_palette_png(os.path.join(masks_dir, name + '.png'), label_map, palette)
+            write_palette_png(os.path.join(partial, name + '.png'), label_map, palette)
             overlay = blend(rgb, label_map)
             writer.write(side_by_side(rgb, overlay) if args.side_by_side else overlay)
             done += 1

@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from util.errors import UserInputError
-from util.image_io import read_label_mask, read_rgb
+from util.image_io import open_image, read_label_mask, read_rgb
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 VOID = 255  # DAVIS marks ambiguous pixels 255; they are not an object
@@ -41,6 +41,16 @@ class DAVISVideo:
         if not objects:
             raise UserInputError(f'{self.first_mask_path}: the first-frame annotation contains no object')
         return labels, objects, palette
+
+    def check(self):
+        """Validates what a run needs, before any compute: a readable first annotation with an
+        object, at the size of the first frame. Returns (labels, objects) of that annotation."""
+        labels, objects, _ = self.first_annotation()
+        width, height = open_image(self.frame_paths[0]).size
+        if labels.shape != (height, width):
+            raise UserInputError(f'{self.first_mask_path}: annotation is {labels.shape[1]}x{labels.shape[0]} '
+                                 f'but the frames are {width}x{height}')
+        return labels, objects
 
     def frames(self, size=None):
         """Yields HxWx3 uint8 frames; every frame must have the first frame's size (or `size`)."""

@@ -169,8 +169,33 @@ def test_bad_dataset_input_is_one_clear_line(small_davis, synthetic_checkpoint, 
                                           '--output', out, '--device', 'cpu'], monkeypatch, capsys)
     assert code == 2
     assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
-    # nothing half-written: no folder for the failed video, no partial left behind
-    assert not (out / 'blackswan').exists() and not list(out.glob('.*'))
+    # nothing half-written, and no empty output folder: the run failed before finishing a video
+    assert not out.exists()
+
+
+def test_every_video_is_checked_before_the_model_loads(small_davis, tmp_path, monkeypatch, capsys):
+    corrupt_first_mask_empty(small_davis)
+    (small_davis / 'Annotations' / '480p' / 'car-shadow' / '00000.png').unlink()
+    out = tmp_path / 'out'
+    # the checkpoint does not exist either: the videos are reported first, all of them, in one line
+    code, err = run_cli(eval_davis_2016, ['--model', tmp_path / 'none.pth', '--davis', small_davis,
+                                          '--output', out, '--device', 'cpu'], monkeypatch, capsys)
+    assert code == 2 and err.count('\n') == 1, err
+    assert '2 of 2 videos cannot be segmented' in err and 'contains no object' in err
+    assert 'car-shadow/00000.png: file not found' in err and 'none.pth' not in err
+    assert not out.exists()
+
+
+def test_skip_bad_videos_runs_the_rest_and_fails_at_the_end(small_davis, synthetic_checkpoint, tmp_path,
+                                                            monkeypatch, capsys):
+    corrupt_mask_size(small_davis)
+    out = tmp_path / 'out'
+    code, err = run_cli(eval_davis_2016, ['--model', synthetic_checkpoint, '--davis', small_davis, '--output', out,
+                                          '--device', 'cpu', '--skip_bad_videos'], monkeypatch, capsys)
+    assert code == 2 and err.count('\n') == 1, err
+    assert '1 video(s) skipped (--skip_bad_videos)' in err and 'annotation is 427x240' in err
+    assert sorted(p.name for p in out.iterdir()) == ['car-shadow']
+    assert len(list((out / 'car-shadow').glob('*.png'))) == 2
 
 
 @pytest.mark.parametrize('checkpoint, message', [

@@ -294,3 +294,44 @@ def test_mp4_writer_pads_odd_sizes_and_publishes_only_complete_files(tmp_path):
             writer.write(np.zeros((32, 32, 3), np.uint8))
             raise RuntimeError('interrupted')
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_output_is_complete_or_absent_and_a_rerun_says_what_it_does(synthetic_checkpoint, tmp_path, capsys,
+                                                                       monkeypatch):
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(frames / f'{i:05d}.png')
+    mask = save_palette_png(tmp_path / 'mask.png', np.pad(np.ones((20, 30), np.uint8), ((20, 24), (30, 36))))
+    out = tmp_path / 'out'
+    argv = ['--video', frames, '--mask', mask, '--output', out, '--model', synthetic_checkpoint, '--device', 'cpu']
+
+    # a failure after two frames leaves nothing that looks finished
+    real_write = segment_video.write_palette_png
+    calls = []
+
+    def failing_write(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise UserInputError('disk full (simulated)')
+        real_write(*args)
+
+    monkeypatch.setattr(segment_video, 'write_palette_png', failing_write)
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and 'disk full' in err
+    assert not out.exists()
+    monkeypatch.setattr(segment_video, 'write_palette_png', real_write)
+
+    # a killed run leaves its hidden partial folder: the next run says it starts over, then completes
+    (out / '.masks.partial').mkdir(parents=True)
+    (out / '.masks.partial' / '00000.png').write_bytes(b'')
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0 and 'stopped before the end; starting over' in stdout
+    assert sorted(p.name for p in (out / 'masks').iterdir()) == [f'{i:05d}.png' for i in range(4)]
+    assert sorted(p.name for p in out.iterdir()) == ['masks', 'overlay.mp4']
+
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0 and 'already complete' in stdout and 'nothing to do' in stdout
+    code, stdout, _ = run_cli(argv + ['--overwrite'], capsys)
+    assert code == 0 and 'wrote' in stdout

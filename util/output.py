@@ -8,9 +8,15 @@ from util.errors import UserInputError
 
 
 def check_writable(folder):
+    """Checks that `folder` can be written (or created) without creating it, so a run that
+    fails before its first output leaves no empty folder behind."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(20, f'{existing} is a file')
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise UserInputError(f'{folder}: output folder is not writable ({e.strerror})') from None
@@ -21,6 +27,11 @@ def is_complete(folder, frame_names):
         os.path.isfile(os.path.join(folder, n + '.png')) for n in frame_names)
 
 
+def partial_folder(final):
+    """The hidden sibling that `atomic_folder` fills before renaming it to `final`."""
+    return os.path.join(os.path.dirname(final), f'.{os.path.basename(final)}.partial')
+
+
 @contextlib.contextmanager
 def atomic_folder(final):
     """Yields a hidden sibling folder that replaces `final` when the block ends normally.
@@ -28,13 +39,17 @@ def atomic_folder(final):
     On an error (or an abandoned generator) the partial folder is removed,
     so `final` is either complete or untouched.
     """
-    partial = os.path.join(os.path.dirname(final), f'.{os.path.basename(final)}.partial')
+    partial = partial_folder(final)
+    parent = os.path.dirname(final) or '.'
+    created_parent = not os.path.isdir(parent)
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
     try:
         yield partial
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        if created_parent and not os.listdir(parent):  # leave no empty output folder behind
+            os.rmdir(parent)
         raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
