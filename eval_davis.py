@@ -16,10 +16,10 @@ import progressbar
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from model.checkpoint import build_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, autocast, memory_read_options,
-                      peak_memory, resolve_device)
+from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, add_skip_bad_videos_arg, autocast,
+                      memory_read_options, peak_memory, resolve_device)
 from util.download import DEFAULT_MODEL, ensure_model
-from util.errors import UserInputError, run_main
+from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete
 from util.tensor_util import frame_to_tensor, labels_to_masks
@@ -34,9 +34,7 @@ def add_common_args(parser):
     parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
     parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
     parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
-    parser.add_argument('--skip_bad_videos', action='store_true',
-                        help='segment the videos that pass the up-front checks, list the others at the end '
-                             'and exit with code 2 (default: refuse to start while any video is bad)')
+    add_skip_bad_videos_arg(parser)
     add_device_args(parser)
 
 
@@ -54,30 +52,19 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
             yield name
 
 
-def checked_videos(dataset, skip_bad):
-    """Every video of `dataset`, validated before the model loads: all problems in one message,
-    or with skip_bad the good videos and the list of problems."""
-    videos, problems = [], {}
-    for name in dataset.videos:
-        try:
-            video = dataset.video(name)
-            video.check()
-            videos.append(video)
-        except UserInputError as e:
-            problems[name] = str(e)
-    if problems and not skip_bad:
-        raise UserInputError(f'{len(problems)} of {len(dataset.videos)} videos cannot be segmented '
-                             '(--skip_bad_videos runs the others): ' + '; '.join(problems.values()))
-    return videos, problems
-
-
 def segment_dataset(dataset, args):
     """Runs every video of `dataset` not yet complete in args.output; prints time and FPS.
 
     Returns {video: problem} of the videos skipped with --skip_bad_videos.
     """
     device = resolve_device(args.device)
-    videos, skipped = checked_videos(dataset, args.skip_bad_videos)
+    def check(name):
+        video = dataset.video(name)
+        video.check()
+        return video
+
+    videos, skipped = check_each(dataset.videos, check, args.skip_bad_videos)
+    videos = list(videos.values())
     check_writable(args.output)
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_read_options(args))
@@ -100,12 +87,6 @@ def segment_dataset(dataset, args):
     print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
           f'{peak_memory(device)}')
     return skipped
-
-
-def report_skipped(skipped):
-    """Ends a --skip_bad_videos run: the skipped videos listed, a non-zero exit."""
-    if skipped:
-        raise UserInputError(f'{len(skipped)} video(s) skipped (--skip_bad_videos): ' + '; '.join(skipped.values()))
 
 
 def evaluate_outputs(davis_root, output, image_set, single_object, sequences):

@@ -9,9 +9,9 @@ DAVIS-2017 (every object merged into one). The image set defaults to
 import argparse
 
 from datasets.davis_test_dataset import DAVISTestDataset
-from eval_davis import add_common_args, evaluate_outputs, report_skipped, segment_dataset
+from eval_davis import add_common_args, evaluate_outputs, segment_dataset
 from util.cli import HelpFormatter
-from util.errors import run_main
+from util.errors import report_skipped, run_main
 
 
 def main():

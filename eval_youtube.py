@@ -20,9 +20,9 @@ import progressbar
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, autocast, memory_read_options,
-                      peak_memory, resolve_device)
-from util.errors import run_main
+from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, add_skip_bad_videos_arg, autocast,
+                      memory_read_options, peak_memory, resolve_device)
+from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete
@@ -46,6 +46,7 @@ def parse_args(argv=None):
                         help='capacity of the propagated memory of each pass (published for YouTube-VOS; DAVIS: 20)')
     parser.add_argument('--quality_thr', type=float, default=0.75,
                         help='relative quality a frame needs to be stored (published for YouTube-VOS; DAVIS: 0.8)')
+    add_skip_bad_videos_arg(parser)
     add_device_args(parser)
     return parser.parse_args(argv)
 
@@ -86,14 +87,17 @@ def main(argv=None):
     annotations = os.path.join(output, 'Annotations')
     dataset = YouTubeVOSTestDataset(args.yv, args.split, size=None if args.size <= 0 else args.size)
     # every video is opened (annotations read and checked) before any compute: bad input fails fast
-    expected, lengths = {}, {}
-    for name in progressbar.progressbar(dataset.videos, prefix='checking videos '):
+    def check(name):
         video = dataset.video(name)
-        expected[name] = written_frames(video)
-        lengths[name] = len(video.frame_names) - video.first_labelled
-    todo = [v for v in dataset.videos if not is_complete(os.path.join(annotations, v), expected[v])]
-    if len(todo) < len(dataset):
-        print(f'{len(dataset) - len(todo)} of {len(dataset)} videos already complete in {annotations}: skipped')
+        return written_frames(video), len(video.frame_names) - video.first_labelled
+
+    checked, skipped = check_each(progressbar.progressbar(dataset.videos, prefix='checking videos '), check,
+                                  args.skip_bad_videos)
+    expected = {name: frames for name, (frames, _) in checked.items()}
+    lengths = {name: length for name, (_, length) in checked.items()}
+    todo = [v for v in checked if not is_complete(os.path.join(annotations, v), expected[v])]
+    if len(todo) < len(checked):
+        print(f'{len(checked) - len(todo)} of {len(checked)} videos already complete in {annotations}: skipped')
     check_writable(annotations)
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_read_options(args))
@@ -113,6 +117,7 @@ def main(argv=None):
         print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
               f'{peak_memory(device)}')
     print(f'wrote {write_zip(output, expected)}')
+    report_skipped(skipped)
 
 
 if __name__ == '__main__':

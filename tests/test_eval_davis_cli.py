@@ -181,7 +181,7 @@ def test_every_video_is_checked_before_the_model_loads(small_davis, tmp_path, mo
     code, err = run_cli(eval_davis_2016, ['--model', tmp_path / 'none.pth', '--davis', small_davis,
                                           '--output', out, '--device', 'cpu'], monkeypatch, capsys)
     assert code == 2 and err.count('\n') == 1, err
-    assert '2 of 2 videos cannot be segmented' in err and 'contains no object' in err
+    assert '2 of 2 videos cannot be processed' in err and 'contains no object' in err
     assert 'car-shadow/00000.png: file not found' in err and 'none.pth' not in err
     assert not out.exists()
 

@@ -204,6 +204,20 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, tree, synthetic_checkpoint,
     assert not (tmp_path / 'o.zip').exists()
 
 
+def test_skip_bad_videos_writes_the_rest_and_fails_at_the_end(tmp_path, tree, synthetic_checkpoint, capsys):
+    for sub in ('valid/JPEGImages', 'valid/Annotations', 'all_frames/valid_all_frames/JPEGImages'):
+        shutil.copytree(tree / sub / 'judo', tree / sub / 'broken')
+    _save_ids(tree / 'valid' / 'Annotations' / 'broken' / '00000.png', np.zeros((480, 854)))
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: run_eval('--yv', tree, '--split', 'valid', '--output', tmp_path / 'o', '--size', 96,
+                                  '--model', synthetic_checkpoint, '--device', 'cpu', '--skip_bad_videos'))
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and '1 video(s) skipped' in errors[0] and 'video broken has no object' in errors[0]
+    with zipfile.ZipFile(tmp_path / 'o.zip') as z:
+        assert {name.split('/')[1] for name in z.namelist()} == {'judo'}
+
+
 # ---- engine policy --------------------------------------------------------------------------------
 
 class ScriptedNet:

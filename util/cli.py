@@ -19,6 +19,12 @@ def add_device_args(parser):
     parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
 
 
+def add_skip_bad_videos_arg(parser):
+    parser.add_argument('--skip_bad_videos', action='store_true',
+                        help='segment the videos that pass the up-front checks, list the others at the end '
+                             'and exit with code 2 (default: refuse to start while any video is bad)')
+
+
 def top_k_arg(text):
     """--top_k value: an integer, or "none" for a dense read of every memory pixel."""
     return None if text.lower() == 'none' else int(text)

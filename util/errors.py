@@ -7,6 +7,30 @@ class UserInputError(Exception):
     """Raised with a one-line message naming the file and the problem; CLIs print it and exit 2."""
 
 
+def check_each(names, check, skip_bad, what='videos'):
+    """Runs check(name) on every name (any iterable, e.g. wrapped in a progress bar) before any work starts.
+
+    Returns ({name: result} of the good ones, {name: problem} of the bad ones).
+    Unless skip_bad, any problem stops the run with all of them in one message.
+    """
+    results, problems = {}, {}
+    for name in names:
+        try:
+            results[name] = check(name)
+        except UserInputError as e:
+            problems[name] = str(e)
+    if problems and not skip_bad:
+        raise UserInputError(f'{len(problems)} of {len(results) + len(problems)} {what} cannot be processed '
+                             '(--skip_bad_videos runs the others): ' + '; '.join(problems.values()))
+    return results, problems
+
+
+def report_skipped(problems):
+    """Ends a --skip_bad_videos run that skipped something: the list, and a non-zero exit."""
+    if problems:
+        raise UserInputError(f'{len(problems)} video(s) skipped (--skip_bad_videos): ' + '; '.join(problems.values()))
+
+
 def run_main(main):
     """Runs a CLI entry point, turning UserInputError into a one-line message and exit code 2.
 
