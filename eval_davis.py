@@ -75,14 +75,15 @@ def segment_dataset(dataset, args):
         return skipped
     network = build_network(ensure_model(args.model), device)
     total = sum(len(v) for v in todo)
-    bar = progressbar.ProgressBar(max_value=max(total, 1), prefix='{variables.video} ',
-                                  variables={'video': '-'}, redirect_stdout=True)
     done, start = 0, time.perf_counter()
-    for video in todo:
-        for _ in segment_video(network, video, os.path.join(args.output, video.name), device, args.amp, engine_args):
-            done += 1
-            bar.update(done, video=video.name)
-    bar.finish()
+    # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
+    with progressbar.ProgressBar(max_value=max(total, 1), prefix='{variables.video} ',
+                                 variables={'video': '-'}, redirect_stdout=True) as bar:
+        for video in todo:
+            for _ in segment_video(network, video, os.path.join(args.output, video.name), device, args.amp,
+                                   engine_args):
+                done += 1
+                bar.update(done, video=video.name)
     elapsed = time.perf_counter() - start
     print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
           f'{peak_memory(device)}')

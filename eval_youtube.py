@@ -104,16 +104,17 @@ def main(argv=None):
     done, elapsed = 0, 0.0
     if todo:
         network = build_network(ensure_model(args.model), device)
-        bar = progressbar.ProgressBar(max_value=sum(lengths[v] for v in todo), prefix='{variables.video} ',
-                                      variables={'video': '-'}, redirect_stdout=True)
-        for name in todo:
-            video = dataset.video(name)
-            start = time.perf_counter()
-            for _ in segment_video(network, video, os.path.join(annotations, name), device, args.amp, engine_args):
-                done += 1
-                bar.update(done, video=name)
-            elapsed += time.perf_counter() - start
-        bar.finish()
+        # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
+        with progressbar.ProgressBar(max_value=sum(lengths[v] for v in todo), prefix='{variables.video} ',
+                                     variables={'video': '-'}, redirect_stdout=True) as bar:
+            for name in todo:
+                video = dataset.video(name)
+                start = time.perf_counter()
+                for _ in segment_video(network, video, os.path.join(annotations, name), device, args.amp,
+                                       engine_args):
+                    done += 1
+                    bar.update(done, video=name)
+                elapsed += time.perf_counter() - start
         print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
               f'{peak_memory(device)}')
     print(f'wrote {write_zip(output, expected)}')

@@ -4,8 +4,10 @@ Iterating decodes one frame at a time, so memory does not depend on the
 video's length. Opening only probes the source (readable, at least two
 frames, frame size), so bad input fails before a model is loaded.
 """
+import contextlib
 import os
 import re
+import sys
 
 import cv2
 from PIL import Image
@@ -30,6 +32,21 @@ def natural_key(name):
     return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Sends what C libraries write to file descriptor 2 to /dev/null for the block, so an
+    unreadable video gives our one `error:` line only. Python's own sys.stderr is untouched."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class VideoFile:
     """Any container/codec OpenCV's FFmpeg backend decodes (mp4, avi, mov, ...).
 
@@ -39,7 +56,8 @@ class VideoFile:
 
     def __init__(self, path):
         self.path = path
-        capture = cv2.VideoCapture(path)
+        with native_stderr_silenced():  # FFmpeg prints its own lines ("moov atom not found") to fd 2
+            capture = cv2.VideoCapture(path)
         try:
             if not capture.isOpened():
                 raise UserInputError(f'{path}: cannot read this video (not a format OpenCV can decode)')

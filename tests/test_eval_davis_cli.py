@@ -239,3 +239,28 @@ def test_output_not_writable(small_davis, synthetic_checkpoint, tmp_path, monkey
     code, err = run_cli(eval_davis_2016, ['--model', synthetic_checkpoint, '--davis', small_davis,
                                           '--output', blocker / 'out', '--device', 'cpu'], monkeypatch, capsys)
     assert code == 2 and 'output folder is not writable' in err
+
+
+BAR_THEN_PROBLEM = """
+import sys, progressbar
+from util.errors import UserInputError, run_main
+
+def main():
+    with progressbar.ProgressBar(max_value=10, fd=sys.stderr, is_terminal=True, line_breaks=False,
+                                 poll_interval=0) as bar:
+        bar.update(3)
+        raise {problem}
+
+run_main(main)
+"""
+
+
+@pytest.mark.parametrize('problem, code, line', [('KeyboardInterrupt()', 130, 'interrupted'),
+                                                 ("UserInputError('disk full')", 2, 'error: disk full')])
+def test_messages_start_a_line_after_a_progress_bar(problem, code, line):
+    """The CLIs drive their bars in `with` blocks: the bar ends its line (as on a terminal), and
+    `interrupted` or the `error:` message stands on a line of its own."""
+    result = subprocess.run([sys.executable, '-c', BAR_THEN_PROBLEM.format(problem=problem)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == code
+    assert '|' in result.stderr and result.stderr.endswith(f'\n{line}\n'), result.stderr

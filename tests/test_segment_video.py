@@ -235,6 +235,18 @@ def test_bad_input_is_one_line_error(case, example_mp4, synthetic_checkpoint, tm
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
 
 
+def test_unreadable_video_is_one_line_also_at_the_file_descriptor_level(tmp_path):
+    """FFmpeg writes "moov atom not found" to fd 2 itself; only our error line may reach the user."""
+    broken = tmp_path / 'broken.mp4'
+    broken.write_text('not a video')
+    mask = save_palette_png(tmp_path / 'mask.png', np.ones((480, 640), np.uint8))
+    result = subprocess.run([sys.executable, 'segment_video.py', '--video', str(broken), '--mask', str(mask),
+                             '--output', str(tmp_path / 'out'), '--device', 'cpu'],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f'error: {broken}: cannot read this video (not a format OpenCV can decode)\n'
+
+
 def test_resize_mask_accepts_another_size(example_mp4, tmp_path):
     small = save_palette_png(tmp_path / 'small.png', np.pad(np.full((120, 160), 2, np.uint8), ((0, 120), (0, 160))))
     labels, _ = segment_video.load_mask(str(small), (480, 640), resize=True)
