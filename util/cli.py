@@ -33,7 +33,8 @@ def top_k_arg(text):
 def add_memory_read_args(parser):
     """--top_k, and the published --no_top and --use_km."""
     parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
-    parser.add_argument('--no_top', action='store_true', help='read every memory pixel (published flag; = --top_k none)')
+    parser.add_argument('--no_top', action='store_true',
+                        help='read every memory pixel (published flag; = --top_k none)')
     parser.add_argument('--use_km', action='store_true',
                         help='kernelized memory read (published flag): a Gaussian (sigma 5.6) around each memory '
                              'pixel\'s best-matching query position, applied before the top-k')

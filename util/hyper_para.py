@@ -84,7 +84,8 @@ def build_parser():
                       help='stage 0: folder of the image sets (<set>/x.jpg+x.png or <set>/<class>/x.jpg+x.png)')
     data.add_argument('--static_sets', default=STATIC_SETS,
                       help=f'name[:repeat] folders of --static_root used in stage 0 (default: {STATIC_SETS})')
-    data.add_argument('--bl_root', '--bl30k_root', dest='bl30k_root', default='data/BL30K', help='stage 1: JPEGImages/<video>/, Annotations/<video>/')
+    data.add_argument('--bl_root', '--bl30k_root', dest='bl30k_root', default='data/BL30K',
+                      help='stage 1: JPEGImages/<video>/, Annotations/<video>/')
     data.add_argument('--davis_root', default='data/DAVIS',
                       help='stage 2: DAVIS root holding 2017/trainval/ (or that folder itself) with '
                            'JPEGImages/480p/<video>/, Annotations/480p/<video>/')
