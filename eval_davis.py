@@ -16,8 +16,8 @@ import progressbar
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from model.checkpoint import build_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, add_skip_bad_videos_arg, autocast,
-                      memory_read_options, peak_memory, resolve_device)
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
+                      memory_options, peak_memory, resolve_device)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
@@ -29,7 +29,7 @@ def add_common_args(parser):
     parser.add_argument('--model', default=DEFAULT_MODEL,
                         help='checkpoint (s012 is downloaded to the default path when missing)')
     parser.add_argument('--output', required=True, help='folder for <video>/<frame>.png')
-    add_memory_read_args(parser)
+    add_memory_args(parser)
     parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
     parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
     parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
@@ -67,7 +67,7 @@ def segment_dataset(dataset, args):
     videos = list(videos.values())
     check_writable(args.output)
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
-                       **memory_read_options(args))
+                       **memory_options(args))
     todo = [v for v in videos if not is_complete(os.path.join(args.output, v.name), v.frame_names)]
     if len(todo) < len(videos):
         print(f'{len(videos) - len(todo)} of {len(videos)} videos already complete in {args.output}: skipped')

@@ -20,8 +20,8 @@ import progressbar
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, add_skip_bad_videos_arg, autocast,
-                      memory_read_options, peak_memory, resolve_device)
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
+                      memory_options, peak_memory, resolve_device)
 from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
@@ -38,7 +38,7 @@ def parse_args(argv=None):
                         help='checkpoint (s012 is downloaded to the default path when missing)')
     parser.add_argument('--size', type=int, default=480,
                         help='short side frames are processed at (-1: original size)')
-    add_memory_read_args(parser)
+    add_memory_args(parser)
     parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
     # The published YouTube-VOS settings: its videos are shorter, sparser (every 5th frame scored) and
     # show more objects, so a smaller memory and a laxer gate than DAVIS's 20 / 0.8 work best there.
@@ -100,7 +100,7 @@ def main(argv=None):
         print(f'{len(checked) - len(todo)} of {len(checked)} videos already complete in {annotations}: skipped')
     check_writable(annotations)
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
-                       **memory_read_options(args))
+                       **memory_options(args))
     done, elapsed = 0, 0.0
     if todo:
         network = build_network(ensure_model(args.model), device)

@@ -46,11 +46,12 @@ def segment_frame(net, bank, objects, frame, prev_prob, top_k, km_sigma=None):
 
 
 class InferenceCore:
-    def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.8, memory_thr=20, km_sigma=None):
+    def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.8, memory_thr=20, km_sigma=None,
+                 memory_policy='quality'):
         self.net = network
         self.top_k = top_k
         self.km_sigma = km_sigma
-        self.bank = MemoryBank(mem_freq, quality_thr, memory_thr)
+        self.bank = MemoryBank(mem_freq, quality_thr, memory_thr, memory_policy)
         self.frame_idx = -1
         self.prob = None            # previous frame's aggregated probabilities, padded
         self.pad = None

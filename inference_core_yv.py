@@ -39,11 +39,11 @@ class InferenceCoreYV:
     """
 
     def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.75, memory_thr=10, num_objects=None,
-                 km_sigma=None):
+                 km_sigma=None, memory_policy='quality'):
         self.net = network
         self.top_k = top_k
         self.km_sigma = km_sigma
-        self.bank = MemoryBank(mem_freq, quality_thr, memory_thr)
+        self.bank = MemoryBank(mem_freq, quality_thr, memory_thr, memory_policy)
         self.num_objects = num_objects
         self.objects = []           # original label ids in order of appearance
         self.frame_idx = -1         # counts step() calls: 0 is the first labelled frame

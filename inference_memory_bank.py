@@ -31,11 +31,20 @@ class Decision:
     evicted_frame: Optional[int] = None
 
 
+POLICIES = ('quality', 'recent')
+
+
 class MemoryBank:
-    def __init__(self, mem_freq=5, quality_thr=0.8, capacity=20):
+    """policy 'quality' is QDMN's; 'recent' stores every due frame with no quality gate and evicts
+    the oldest stored one: the baseline of the paper's long-video comparison."""
+
+    def __init__(self, mem_freq=5, quality_thr=0.8, capacity=20, policy='quality'):
+        if policy not in POLICIES:
+            raise ValueError(f'memory policy {policy!r}: expected one of {POLICIES}')
         self.mem_freq = mem_freq
         self.quality_thr = quality_thr
         self.capacity = capacity
+        self.policy = policy
         self.permanent = []
         self.stored = []
         self.temporary = None
@@ -60,7 +69,7 @@ class MemoryBank:
         if self.last_stored_frame is not None and frame - self.last_stored_frame < self.mem_freq:
             self.temporary = entry
             return Decision(False, 'not_due')
-        if not entry.quality > self.quality_thr:
+        if self.policy == 'quality' and not entry.quality > self.quality_thr:
             self.temporary = entry
             return Decision(False, 'low_quality')
         self.stored_count += 1
@@ -77,11 +86,13 @@ class MemoryBank:
         return Decision(True, 'stored')
 
     def eviction_index(self, count):
-        """Index of the stored entry minimising exp(-|count - order|) + quality.
+        """Index of the stored entry minimising exp(-|count - order|) + quality ('recent': the oldest).
 
         Recent entries get a bonus close to 1 and old ones almost none, so old
         low-quality frames go first.
         """
+        if self.policy == 'recent':
+            return 0  # stored entries are kept in the order they were stored
         costs = [math.exp(-abs(count - e.order)) + e.quality for e in self.stored]
         return min(range(len(costs)), key=costs.__getitem__)
 

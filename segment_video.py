@@ -25,7 +25,7 @@ from datasets.yv_test_dataset import VOID, processing_size as yv_processing_size
 from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_read_args, autocast, memory_read_options,
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, autocast, memory_options,
                       peak_memory, resolve_device)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
@@ -57,7 +57,7 @@ def parse_args(argv=None):
     parser.add_argument('--side_by_side', action='store_true', help='overlay.mp4 shows the frame next to the overlay')
     parser.add_argument('--fps', type=float, help='frame rate of overlay.mp4 (default: the video\'s own, '
                                                   f'{FOLDER_FPS} for a frame folder)')
-    add_memory_read_args(parser)
+    add_memory_args(parser)
     parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
     add_device_args(parser)
     return parser.parse_args(argv)
@@ -195,13 +195,13 @@ def main(argv=None):
 
     size = processing_size(video.size, args.size)
     if args.mask:
-        core = InferenceCore(network, mem_freq=args.mem_freq, **memory_read_options(args))
+        core = InferenceCore(network, mem_freq=args.mem_freq, **memory_options(args))
         results = segment_from_first_mask(core, video, labels, device, size)
     else:
         # the published engine gates with all of the video's objects; the mask folder tells them all
         num_objects = len({int(i) for labels in labels_by_index.values() for i in np.unique(labels) if i})
         core = InferenceCoreYV(network, mem_freq=args.mem_freq, num_objects=num_objects,
-                               **memory_read_options(args))
+                               **memory_options(args))
         results = segment_from_masks(core, video, labels_by_index, device, size)
     palette = DAVIS_PALETTE if palette is None else palette
     fps = args.fps or video.fps or FOLDER_FPS

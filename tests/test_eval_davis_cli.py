@@ -116,9 +116,10 @@ def test_published_flags_and_default_root(shared_dir, synthetic_checkpoint, tmp_
 
     monkeypatch.setattr(eval_davis, 'InferenceCore', RecordingCore)
     code, err = run_cli(eval_davis, ['--model', synthetic_checkpoint, '--output', 'out', '--no_top', '--use_km',
-                                     '--device', 'cpu'], monkeypatch, capsys)
+                                     '--memory_policy', 'recent', '--device', 'cpu'], monkeypatch, capsys)
     assert code == 0, err
     assert engines and all(e['top_k'] is None and e['km_sigma'] == KM_SIGMA for e in engines)
+    assert all(e['memory_policy'] == 'recent' for e in engines)
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == list(VIDEOS)
 
 

@@ -102,3 +102,19 @@ def test_per_object_entries_for_objects_entering_later():
     assert bank.read_tensors(2)[0].shape[2] == 1
     with pytest.raises(KeyError):
         bank.read_tensors(3)
+
+
+def test_recent_policy_stores_every_due_frame_and_evicts_the_oldest():
+    """The long-video baseline: no quality gate, the most recent frames kept, the first frame never evicted."""
+    bank = MemoryBank(mem_freq=2, quality_thr=0.8, capacity=2, policy='recent')
+    bank.add_permanent(0, *kv(0), (0,))
+    decisions = run(bank, [0.1] * 10)            # every score far below the gate
+    assert [d.reason for d in decisions[1::2]] == ['stored'] * 3 + ['replaced'] * 2
+    assert [d.evicted_frame for d in decisions[1::2] if d.reason == 'replaced'] == [2, 4]
+    assert [e.frame for e in bank.permanent + bank.stored] == [0, 6, 8, 10]
+
+    quality = MemoryBank(mem_freq=2, quality_thr=0.8, capacity=2)
+    quality.add_permanent(0, *kv(0), (0,))
+    assert {d.reason for d in run(quality, [0.1] * 10)} == {'not_due', 'low_quality'}
+    with pytest.raises(ValueError, match='memory policy'):
+        MemoryBank(policy='oldest')

@@ -30,20 +30,24 @@ def top_k_arg(text):
     return None if text.lower() == 'none' else int(text)
 
 
-def add_memory_read_args(parser):
-    """--top_k, and the published --no_top and --use_km."""
+def add_memory_args(parser):
+    """--top_k, the published --no_top and --use_km, and --memory_policy."""
     parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
     parser.add_argument('--no_top', action='store_true',
                         help='read every memory pixel (published flag; = --top_k none)')
     parser.add_argument('--use_km', action='store_true',
                         help='kernelized memory read (published flag): a Gaussian (sigma 5.6) around each memory '
                              'pixel\'s best-matching query position, applied before the top-k')
+    parser.add_argument('--memory_policy', choices=['quality', 'recent'], default='quality',
+                        help='quality: QDMN\'s quality-gated memory; recent: every due frame, oldest evicted '
+                             '(the baseline of the paper\'s long-video comparison)')
 
 
-def memory_read_options(args):
-    """Engine keyword arguments of the read flags."""
+def memory_options(args):
+    """Engine keyword arguments of the memory flags."""
     from model.memory_read import KM_SIGMA
-    return {'top_k': None if args.no_top else args.top_k, 'km_sigma': KM_SIGMA if args.use_km else None}
+    return {'top_k': None if args.no_top else args.top_k, 'km_sigma': KM_SIGMA if args.use_km else None,
+            'memory_policy': args.memory_policy}
 
 
 def peak_memory(device):
