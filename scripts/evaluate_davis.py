@@ -28,6 +28,9 @@ def main(argv=None):
     parser.add_argument('--exclude_void', action='store_true',
                         help='ignore result pixels on ground-truth void (255); NOT what the official '
                              'semi-supervised evaluation does')
+    parser.add_argument('--sparse', action='store_true',
+                        help='ground truth on some frames only (long videos): score every annotated frame '
+                             'but the first')
     parser.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
     parser.add_argument('--output', default=None, help='folder for the CSV files (default: --results)')
     parser.add_argument('--no_progress', action='store_true', help='no progress bar')
@@ -37,7 +40,7 @@ def main(argv=None):
 
     evaluation = evaluate_davis(args.davis, args.results, args.set, single_object=args.single_object,
                                 workers=args.workers, progress=not args.no_progress,
-                                exclude_void=args.exclude_void)
+                                exclude_void=args.exclude_void, sparse=args.sparse)
     print_results(evaluation, per_sequence=True)
     global_csv, seq_csv = write_csvs(evaluation, args.output or args.results)
     print(f'\nwrote {global_csv}\nwrote {seq_csv}')

@@ -459,3 +459,31 @@ def test_cli(perturbed_2016, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().count('\n') == 0 and bad.stderr.startswith('error: ')
     assert 'results folder not found' in bad.stderr
+
+
+def test_decay_bins_stay_right_beyond_256_frames():
+    """The official tool casts the bin edges to uint8: at 1000 frames its last bin would be empty.
+    Here the first quarter (all 1) minus the last (all 0) is exactly 1."""
+    values = [1.0] * 300 + [0.5] * 400 + [0.0] * 300
+    mean, recall, decay = dm.db_statistics(values)
+    assert decay == 1.0 and recall == 0.3 and mean == pytest.approx(0.5)
+
+
+def test_sparse_ground_truth_scores_every_annotated_frame_but_the_first(tmp_path):
+    """Long-video layout: 9 frames, annotations on 0, 4 and 8 only."""
+    davis, results = tmp_path / 'DAVIS', tmp_path / 'res'
+    (davis / 'ImageSets' / '2017').mkdir(parents=True)
+    (davis / 'ImageSets' / '2017' / 'val.txt').write_text('long\n')
+    for folder in (davis / 'JPEGImages' / '480p' / 'long', davis / 'Annotations' / '480p' / 'long', results / 'long'):
+        folder.mkdir(parents=True)
+    obj = square(20, 20, 2, 7, 2, 7)
+    for t in range(9):
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(davis / 'JPEGImages' / '480p' / 'long' / f'{t:05d}.jpg')
+        save_palette(results / 'long' / f'{t:05d}.png', obj if t < 6 else np.zeros_like(obj))
+        if t % 4 == 0:
+            save_palette(davis / 'Annotations' / '480p' / 'long' / f'{t:05d}.png', obj)
+    with pytest.raises(DavisEvalError, match='ground truth incomplete.*--sparse'):
+        evaluate_davis(davis, results, '2017/val', workers=1, progress=False)
+    ev = evaluate_davis(davis, results, '2017/val', workers=1, progress=False, sparse=True)
+    assert ev.sequences[0].frames == ['00004', '00008']
+    np.testing.assert_array_equal(ev.sequences[0].j[0], [1, 0])

@@ -415,19 +415,24 @@ def _one_line(err):
     return ' '.join(str(err).split())
 
 
-def _plan_sequence(davis_root, results_dir, seq, single_object):
-    """Lists and validates one sequence's files (existence, size, one channel)."""
+def _plan_sequence(davis_root, results_dir, seq, single_object, sparse=False):
+    """Lists and validates one sequence's files (existence, size, one channel).
+
+    sparse: the ground truth annotates only some frames (long-video benchmarks);
+    every annotated frame but the first is scored.
+    """
     gt_dir = os.path.join(davis_root, 'Annotations', '480p', seq)
     if not os.path.isdir(gt_dir):
         raise DavisEvalError(f'{gt_dir}: ground-truth folder of sequence {seq!r} not found')
     names = sorted(n[:-4] for n in os.listdir(gt_dir) if n.endswith('.png'))
     img_dir = os.path.join(davis_root, 'JPEGImages', '480p', seq)
-    if os.path.isdir(img_dir):
+    if os.path.isdir(img_dir) and not sparse:
         n_img = sum(1 for n in os.listdir(img_dir) if n.endswith('.jpg'))
         if n_img > len(names):
             raise DavisEvalError(f'{gt_dir}: {len(names)} annotation(s) for {n_img} frames in '
-                                 f'{img_dir} (ground truth incomplete, e.g. a test set)')
-    if len(names) < 3:
+                                 f'{img_dir} (ground truth incomplete, e.g. a test set; for sparse '
+                                 'annotations use --sparse)')
+    if len(names) < (2 if sparse else 3):
         raise DavisEvalError(f'{gt_dir}: {len(names)} annotated frame(s); the evaluation needs '
                              'at least 3 (first and last are not scored)')
     res_dir = os.path.join(results_dir, seq)
@@ -435,9 +440,10 @@ def _plan_sequence(davis_root, results_dir, seq, single_object):
         raise DavisEvalError(f'{res_dir}: results folder of sequence {seq!r} not found')
     gt_paths = [os.path.join(gt_dir, n + '.png') for n in names]
     size0 = _checked_header(gt_paths[0], 'ground-truth annotation')
-    frames = names[1:-1]
+    scored = slice(1, None) if sparse else slice(1, -1)
+    frames = names[scored]
     res_paths = [os.path.join(res_dir, n + '.png') for n in frames]
-    for gt_path, res_path in zip(gt_paths[1:-1], res_paths):
+    for gt_path, res_path in zip(gt_paths[scored], res_paths):
         _checked_header(gt_path, 'ground-truth annotation', size0)
         _checked_header(res_path, 'result mask (every annotated frame but the first and last needs one)', size0)
     if single_object:
@@ -447,7 +453,7 @@ def _plan_sequence(davis_root, results_dir, seq, single_object):
         first = np.where(first == VOID_LABEL, 0, first)
         num_objects = int(first.max()) if first.size else 0
         warn_missing_ids(gt_paths[0], first, num_objects)
-    return _SequencePlan(seq, frames, gt_paths[1:-1], res_paths, num_objects)
+    return _SequencePlan(seq, frames, gt_paths[scored], res_paths, num_objects)
 
 
 def warn_missing_ids(path, labels, num_objects):
@@ -532,7 +538,7 @@ def evaluate_sequence(davis_root, results_dir, sequence, single_object=False, ex
 
 
 def evaluate_davis(davis_root, results_dir, image_set='2017/val', single_object=False,
-                   workers=None, progress=True, *, exclude_void=False, sequences=None):
+                   workers=None, progress=True, *, exclude_void=False, sequences=None, sparse=False):
     """Official-equivalent DAVIS semi-supervised evaluation of a results folder.
 
     Arguments:
@@ -548,6 +554,8 @@ def evaluate_davis(davis_root, results_dir, image_set='2017/val', single_object=
         exclude_void: (keyword) ignore the result's pixels on ground-truth void (255); the
             official semi-supervised evaluation does not, so the default is False.
         sequences: (keyword) evaluate only these sequence names, in this order.
+        sparse: (keyword) ground truth on some frames only (long-video benchmarks): every
+            annotated frame but the first is scored, whatever the number of frames.
 
     Returns a DavisEvaluation: ``global_metrics`` (dict with the GLOBAL_COLUMNS keys,
     J&F-Mean first), ``objects`` (ObjectResult rows named ``<seq>_<id>`` with J/F mean,
@@ -563,7 +571,7 @@ def evaluate_davis(davis_root, results_dir, image_set='2017/val', single_object=
     parse_image_set(image_set)
     if not os.path.isdir(results_dir):
         raise DavisEvalError(f'{results_dir}: results folder not found')
-    plans = [_plan_sequence(davis_root, results_dir, s, single_object) for s in names]
+    plans = [_plan_sequence(davis_root, results_dir, s, single_object, sparse) for s in names]
 
     tasks = []
     for plan in plans:
