@@ -3,6 +3,8 @@ import math
 
 import torch
 
+from util.tensor_util import at_least_fp32
+
 # Gaussian width (in 1/16-resolution pixels) of the published kernelized read (--use_km).
 KM_SIGMA = 5.6
 
@@ -67,9 +69,9 @@ def read_memory(mem_key, mem_value, query_key, query_value, top_k=None, km_sigma
     autocast: bf16 affinities would change which memory pixels the top-k keeps.
     """
     with torch.autocast(mem_key.device.type, enabled=False):
-        weights, index = memory_weights(mem_key.float(), query_key.float(), top_k, km_sigma)
+        weights, index = memory_weights(at_least_fp32(mem_key), at_least_fp32(query_key), top_k, km_sigma)
         if index is None:
-            mem = torch.bmm(mem_value.float().flatten(2), weights)
+            mem = torch.bmm(at_least_fp32(mem_value).flatten(2), weights)
         else:
-            mem = gather_read(mem_value.float(), weights, index)
+            mem = gather_read(at_least_fp32(mem_value), weights, index)
     return torch.cat([mem.view(query_value.shape).to(query_value.dtype), query_value], 1)

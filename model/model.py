@@ -21,6 +21,7 @@ from model.losses import BootstrappedCE, intersection_union, quality_loss, quali
 from model.resnet import IMAGENET_URL, imagenet_to_trunk
 from util.cli import autocast
 from util.errors import UserInputError
+from util.tensor_util import at_least_fp32
 
 
 def memorize(net, frame, masks, activate_score=True):
@@ -51,7 +52,7 @@ def segment(net, query, prev_masks, mem_key, mem_value, selector):
     qk, qv, f8, f4 = (x.repeat_interleave(k, 0) for x in (qk, qv, f8, f4))
     logits = net.segment_logits(net.read(mem_key, mem_value, qk, qv), f8, f4)
     # A sample with one object still carries a second, empty slot: zero it before aggregating.
-    prob = torch.sigmoid(logits.float()).view(b, k, *logits.shape[-2:]) * selector[:, :, None, None]
+    prob = torch.sigmoid(at_least_fp32(logits)).view(b, k, *logits.shape[-2:]) * selector[:, :, None, None]
     agg_logits = aggregate_logits(prob, dim=1)
     return agg_logits, torch.softmax(agg_logits, dim=1)[:, 1:]
 
@@ -82,7 +83,7 @@ class TwoStepPropagation(nn.Module):
         logits2, prob2 = segment(net, query[1], prob1, torch.cat([key0, key1], 2),
                                  torch.cat([value0, value1], 2), selector)
         _, _, score2 = memorize(net, rgb[:, 2], prob2, self.activate_score)  # only its score is needed
-        return {'logits': [logits1, logits2], 'prob': [prob1, prob2], 'score': [score1.float(), score2.float()]}
+        return {'logits': [logits1, logits2], 'prob': [prob1, prob2], 'score': [at_least_fp32(score1), at_least_fp32(score2)]}
 
 
 def training_loss(out, data, it, bootstrapped_ce, quality_weight):

@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.resnet import make_trunk
+from util.tensor_util import at_least_fp32
 
 
 class QueryEncoder(nn.Module):
@@ -82,7 +83,7 @@ class QualityHead(nn.Module):
         threshold, and the head is cheap (a 24x24 input).
         """
         with torch.autocast(f16.device.type, enabled=False):
-            x = F.interpolate(f16.float(), size=(self.INPUT_SIZE, self.INPUT_SIZE), mode='bilinear',
+            x = F.interpolate(at_least_fp32(f16), size=(self.INPUT_SIZE, self.INPUT_SIZE), mode='bilinear',
                               align_corners=False)
             for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
                 x = F.relu(conv(x))

@@ -7,6 +7,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def at_least_fp32(x):
+    """fp16/bf16 -> fp32 (precision-critical steps under autocast); fp32 and fp64 unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def frame_to_tensor(rgb, device='cpu', size=None):
     """HxWx3 uint8 -> (1,3,H,W) ImageNet-normalised float, optionally resized to size=(h, w).
 
