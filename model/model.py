@@ -83,7 +83,8 @@ class TwoStepPropagation(nn.Module):
         logits2, prob2 = segment(net, query[1], prob1, torch.cat([key0, key1], 2),
                                  torch.cat([value0, value1], 2), selector)
         _, _, score2 = memorize(net, rgb[:, 2], prob2, self.activate_score)  # only its score is needed
-        return {'logits': [logits1, logits2], 'prob': [prob1, prob2], 'score': [at_least_fp32(score1), at_least_fp32(score2)]}
+        return {'logits': [logits1, logits2], 'prob': [prob1, prob2],
+                'score': [at_least_fp32(score1), at_least_fp32(score2)]}
 
 
 def training_loss(out, data, it, bootstrapped_ce, quality_weight):
