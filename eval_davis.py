@@ -9,15 +9,17 @@ complete are skipped, so an interrupted run resumes where it stopped.
 import argparse
 import os
 import time
+from contextlib import closing
 
 import numpy as np
 import progressbar
 
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
-from model.checkpoint import build_network
+from model.inference_mode import inference_network
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
                       memory_options, peak_memory, resolve_device)
+from util.background import BackgroundWriter, prefetch
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
@@ -44,11 +46,12 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
     # index k of the engine's output is the k-th object of the first frame
     to_label = np.array([0] + objects, dtype=np.uint8)
     core = InferenceCore(network, **engine_args)
-    tensors = (frame_to_tensor(rgb, device) for rgb in video.frames())
-    with atomic_folder(out_folder) as partial, autocast(device, amp):
+    # frames are decoded one ahead and PNGs written behind, in threads, while the network runs
+    with atomic_folder(out_folder) as partial, autocast(device, amp), BackgroundWriter() as writer, \
+            closing(prefetch(frame_to_tensor(rgb, device) for rgb in video.frames())) as tensors:
         outputs = propagate(core, tensors, labels_to_masks(labels, objects, device))
         for name, index_map in zip(video.frame_names, outputs):
-            write_palette_png(os.path.join(partial, name + '.png'), to_label[index_map])
+            writer.submit(write_palette_png, os.path.join(partial, name + '.png'), to_label[index_map])
             yield name
 
 
@@ -73,7 +76,7 @@ def segment_dataset(dataset, args):
         print(f'{len(videos) - len(todo)} of {len(videos)} videos already complete in {args.output}: skipped')
     if not todo:
         return skipped
-    network = build_network(ensure_model(args.model), device)
+    network, mode = inference_network(ensure_model(args.model), device, args.amp)
     total = sum(len(v) for v in todo)
     done, start = 0, time.perf_counter()
     # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
@@ -85,7 +88,7 @@ def segment_dataset(dataset, args):
                 done += 1
                 bar.update(done, video=video.name)
     elapsed = time.perf_counter() - start
-    print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
+    print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS ({mode}); '
           f'{peak_memory(device)}')
     return skipped
 

@@ -14,14 +14,16 @@ import argparse
 import os
 import time
 import zipfile
+from contextlib import closing
 
 import progressbar
 
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
-from model.checkpoint import build_network
+from model.inference_mode import inference_network
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
                       memory_options, peak_memory, resolve_device)
+from util.background import BackgroundWriter, prefetch
 from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
@@ -59,11 +61,13 @@ def written_frames(video):
 def segment_video(network, video, out_folder, device, amp, engine_args):
     """Segments one video; yields each processed frame's name. out_folder only appears once complete."""
     core = InferenceCoreYV(network, num_objects=len(video.objects()), **engine_args)
-    with atomic_folder(out_folder) as partial, autocast(device, amp):
-        for t, label_map in propagate_yv(core, video.frames(device), video.labels, video.size):
+    # frames are decoded one ahead and PNGs written behind, in threads, while the network runs
+    with atomic_folder(out_folder) as partial, autocast(device, amp), BackgroundWriter() as writer, \
+            closing(prefetch(video.frames(device))) as frames:
+        for t, label_map in propagate_yv(core, frames, video.labels, video.size):
             name = video.frame_names[t]
             if name in video.listed:
-                write_palette_png(os.path.join(partial, name + '.png'), label_map, video.palette)
+                writer.submit(write_palette_png, os.path.join(partial, name + '.png'), label_map, video.palette)
             yield name
 
 
@@ -103,7 +107,7 @@ def main(argv=None):
                        **memory_options(args))
     done, elapsed = 0, 0.0
     if todo:
-        network = build_network(ensure_model(args.model), device)
+        network, mode = inference_network(ensure_model(args.model), device, args.amp)
         # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
         with progressbar.ProgressBar(max_value=sum(lengths[v] for v in todo), prefix='{variables.video} ',
                                      variables={'video': '-'}, redirect_stdout=True) as bar:
@@ -115,7 +119,7 @@ def main(argv=None):
                     done += 1
                     bar.update(done, video=name)
                 elapsed += time.perf_counter() - start
-        print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS; '
+        print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS ({mode}); '
               f'{peak_memory(device)}')
     print(f'wrote {write_zip(output, expected)}')
     report_skipped(skipped)

@@ -16,6 +16,7 @@ import itertools
 import os
 import sys
 import time
+from contextlib import closing
 
 import numpy as np
 import progressbar
@@ -24,9 +25,10 @@ from datasets.video_reader import open_video
 from datasets.yv_test_dataset import VOID, processing_size as yv_processing_size, resize_labels
 from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
-from model.checkpoint import build_network
+from model.inference_mode import inference_network
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, autocast, memory_options,
                       peak_memory, resolve_device)
+from util.background import BackgroundWriter, prefetch
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
@@ -115,39 +117,47 @@ def previous_run(folder):
     return 'stopped' if os.path.isdir(partial_folder(os.path.join(folder, 'masks'))) else None
 
 
-def frames_and_tensors(frames, device, size):
-    """Two views of one stream: (name, rgb) for writing and network-ready tensors for the engine.
+def decoded(video, device, size, start=0):
+    """(name, rgb, tensor) per frame, decoded one ahead in a background thread while the network runs.
+
+    The network-ready tensor is made from frame `start` on (None before: those frames are not segmented).
+    """
+    return prefetch((name, rgb, frame_to_tensor(rgb, device, size) if i >= start else None)
+                    for i, (name, rgb) in enumerate(video))
+
+
+def for_writing_and_engine(frames):
+    """Two views of one (name, rgb, tensor) stream: (name, rgb) for writing, tensors for the engine.
 
     itertools.tee buffers only what one view is ahead of the other (the
     engine's one-frame look-ahead), so the stream stays frame by frame.
     """
     for_writing, for_engine = itertools.tee(frames)
-    return for_writing, (frame_to_tensor(rgb, device, size) for _, rgb in for_engine)
+    return ((name, rgb) for name, rgb, _ in for_writing), (tensor for _, _, tensor in for_engine)
 
 
-def segment_from_first_mask(core, video, labels, device, size):
+def segment_from_first_mask(core, frames, labels, device, size, video_size):
     """DAVIS engine from frame 0; yields (name, rgb, label map with the mask's ids) per frame."""
     objects = [int(o) for o in np.unique(labels) if o != 0]
     to_label = np.array([0] + objects, dtype=np.uint8)  # engine index k -> k-th object's id
-    for_writing, tensors = frames_and_tensors(iter(video), device, size)
-    results = propagate(core, tensors, labels_to_masks(labels, objects, device, size), video.size)
+    for_writing, tensors = for_writing_and_engine(frames)
+    results = propagate(core, tensors, labels_to_masks(labels, objects, device, size), video_size)
     for (name, rgb), index_map in zip(for_writing, results):
         yield name, rgb, to_label[index_map]
 
 
-def segment_from_masks(core, video, labels_by_index, device, size):
+def segment_from_masks(core, frames, labels_by_index, size, video_size):
     """YouTube-VOS engine; yields (name, rgb, label map with the masks' ids) per frame.
 
     Frames before the first annotation have nothing to segment: they get an
     empty mask and are not passed to the engine (so nothing is buffered).
     """
     first = min(labels_by_index)
-    frames = iter(video)
-    for name, rgb in itertools.islice(frames, first):
+    for name, rgb, _ in itertools.islice(frames, first):
         yield name, rgb, np.zeros(rgb.shape[:2], np.uint8)
     labels = {i - first: resize_labels(lab, size) for i, lab in labels_by_index.items()}
-    for_writing, tensors = frames_and_tensors(frames, device, size)
-    for (name, rgb), (_, label_map) in zip(for_writing, propagate_yv(core, tensors, labels, video.size)):
+    for_writing, tensors = for_writing_and_engine(frames)
+    for (name, rgb), (_, label_map) in zip(for_writing, propagate_yv(core, tensors, labels, video_size)):
         yield name, rgb, label_map
 
 
@@ -190,37 +200,46 @@ def main(argv=None):
     if state == 'stopped':
         # the memory of frame t depends on every earlier frame: a propagation cannot pick up mid-video
         print(f'{args.output}: an earlier run stopped before the end; starting over from the first frame')
-    network = build_network(ensure_model(args.model), device)
+    network, mode = inference_network(ensure_model(args.model), device, args.amp)
     masks_dir = os.path.join(args.output, 'masks')
 
     size = processing_size(video.size, args.size)
     if args.mask:
         core = InferenceCore(network, mem_freq=args.mem_freq, **memory_options(args))
-        results = segment_from_first_mask(core, video, labels, device, size)
+        first = 0
     else:
         # the published engine gates with all of the video's objects; the mask folder tells them all
         num_objects = len({int(i) for labels in labels_by_index.values() for i in np.unique(labels) if i})
         core = InferenceCoreYV(network, mem_freq=args.mem_freq, num_objects=num_objects,
                                **memory_options(args))
-        results = segment_from_masks(core, video, labels_by_index, device, size)
+        first = min(labels_by_index)
     palette = DAVIS_PALETTE if palette is None else palette
     fps = args.fps or video.fps or FOLDER_FPS
 
-    print(f'{args.video}: {video.size[1]}x{video.size[0]}, processing at {size[1]}x{size[0]} on {device}')
+    print(f'{args.video}: {video.size[1]}x{video.size[0]}, processing at {size[1]}x{size[0]} on {device} ({mode})')
     done, start = 0, time.perf_counter()
-    # masks/ and overlay.mp4 appear only when every frame is written: complete or absent
+    # masks/ and overlay.mp4 appear only when every frame is written: complete or absent;
+    # frames are decoded ahead and outputs written behind, in threads, while the network runs
     with atomic_folder(masks_dir) as partial, autocast(device, args.amp), progress_bar(video.num_frames) as bar, \
-            Mp4Writer(os.path.join(args.output, 'overlay.mp4'), fps) as writer:
-        for name, rgb, label_map in results:
+            Mp4Writer(os.path.join(args.output, 'overlay.mp4'), fps) as mp4, BackgroundWriter() as writer, \
+            closing(decoded(video, device, size, first)) as frames:
+        def write_outputs(name, rgb, label_map):
             write_palette_png(os.path.join(partial, name + '.png'), label_map, palette)
             overlay = blend(rgb, label_map)
-            writer.write(side_by_side(rgb, overlay) if args.side_by_side else overlay)
+            mp4.write(side_by_side(rgb, overlay) if args.side_by_side else overlay)
+
+        if args.mask:
+            results = segment_from_first_mask(core, frames, labels, device, size, video.size)
+        else:
+            results = segment_from_masks(core, frames, labels_by_index, size, video.size)
+        for name, rgb, label_map in results:
+            writer.submit(write_outputs, name, rgb, label_map)
             done += 1
             bar.update(done)
     elapsed = time.perf_counter() - start
     print(f'{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} frames/s), {peak_memory(device)}')
     print(quality_gate_summary(core.decisions, args.mem_freq))
-    print(f'wrote {masks_dir}/<frame>.png and {writer.path}')
+    print(f'wrote {masks_dir}/<frame>.png and {mp4.path}')
 
 
 if __name__ == '__main__':

@@ -56,8 +56,8 @@ class QDMN(nn.Module):
         return torch.sigmoid(self.segment_logits(readout, f8, f4))
 
     def segment_logits(self, readout, f8, f4):
-        b = readout.shape[0]
-        return self.decoder(self.aspp(readout), f8.expand(b, -1, -1, -1), f4.expand(b, -1, -1, -1))
+        """f8, f4 of batch 1 serve all B read-outs: the decoder's skip convolutions then run once."""
+        return self.decoder(self.aspp(readout), f8, f4)
 
     @staticmethod
     def read(mem_key, mem_value, query_key, query_value, top_k=None, km_sigma=None):

@@ -1,12 +1,22 @@
-"""Per-frame time and peak memory of the DAVIS engine on synthetic videos of several lengths.
+"""Per-stage times, FPS and peak memory of DAVIS inference, in fp32 and with --amp.
 
-    python scripts/benchmark_inference.py --frames 50 400 --height 240 --width 432
+    python scripts/benchmark_inference.py                                   # synthetic, 50 and 400 frames
+    python scripts/benchmark_inference.py --davis data/DAVIS/2016 --video blackswan --frames 12
 
-Each length runs in a fresh process (peak RSS is per process). Frames are
-rendered on the fly and outputs dropped, as a streaming run reads and writes
-them, so what grows with the length is the engine's own state. By default
-every due frame passes the quality gate (--quality_thr -1), the worst case:
-the memory bank fills to its capacity and then evicts.
+Each (length, precision) runs in a fresh process (peak RSS is per process)
+through eval_davis.segment_video, the code the CLIs run: frames decoded
+ahead in a thread, PNGs written behind in another. Stages are timed around
+the network's calls: query encoder (with the gated key/value projection),
+memory read, ASPP + decoder, memory encoder (with the quality head); "other"
+is the rest of the wall time of the main thread (aggregation, memory bank,
+argmax, waiting for a frame). Decoding and writing run in their own threads
+and overlap the network; their own times are listed separately.
+
+Without --davis the frames are synthetic (ellipses drifting over a texture,
+written once as a DAVIS tree) and every due frame passes the quality gate
+(--quality_thr -1): the worst case, in which the memory fills to capacity
+and then evicts, so peak memory at 400 frames against 50 shows whether it
+stays flat.
 """
 import argparse
 import json
@@ -14,92 +24,186 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from inference_core import InferenceCore, propagate  # noqa: E402
+import eval_davis  # noqa: E402
+import datasets.davis_test_dataset as reader  # noqa: E402
+from datasets.davis_test_dataset import DAVISTestDataset  # noqa: E402
+from model.inference_mode import inference_network, optimize_for_inference  # noqa: E402
 from model.network import QDMN  # noqa: E402
-from model.checkpoint import build_network  # noqa: E402
+from util.palette import DAVIS_PALETTE  # noqa: E402
+
+# network call -> stage; 'decode*' and 'write*' are the I/O threads' own times
+STAGES = {'encode_query': 'query', 'query_key_value': 'query', 'read': 'read', 'segment': 'decoder',
+          'encode_memory': 'memory'}
+ORDER = ['query', 'read', 'decoder', 'memory', 'other', 'decode*', 'write*']
 
 
-def synthetic_video(n, height, width, objects, device):
-    """Ellipses drifting over a textured background, rendered one frame at a time."""
-    ys = torch.linspace(-1, 1, height, device=device).view(-1, 1)
-    xs = torch.linspace(-1, 1, width, device=device).view(1, -1)
-    texture = torch.sin(7 * xs + 3 * ys) * torch.cos(5 * ys)
-    for t in range(n):
-        frame = texture.expand(3, height, width).clone() * 0.3
-        masks = []
+def write_synthetic_davis(root, frames, height, width, objects):
+    """Ellipses drifting over a texture as a DAVIS tree (JPEG frames, a palette first annotation)."""
+    video = 'synthetic'
+    images = os.path.join(root, 'JPEGImages', '480p', video)
+    annotations = os.path.join(root, 'Annotations', '480p', video)
+    os.makedirs(images)
+    os.makedirs(annotations)
+    os.makedirs(os.path.join(root, 'ImageSets', '2017'))
+    with open(os.path.join(root, 'ImageSets', '2017', 'val.txt'), 'w') as f:
+        f.write(video + '\n')
+    ys, xs = np.mgrid[-1:1:height * 1j, -1:1:width * 1j]
+    texture = 0.3 * np.sin(7 * xs + 3 * ys) * np.cos(5 * ys)
+    for t in range(frames):
+        rgb = np.repeat(texture[..., None], 3, axis=2)
+        labels = np.zeros((height, width), np.uint8)
         for k in range(objects):
-            cx = 0.6 * torch.sin(torch.tensor(0.05 * t + 2.0 * k))
-            cy = 0.4 * torch.cos(torch.tensor(0.03 * t + 1.3 * k))
+            cx, cy = 0.6 * np.sin(0.05 * t + 2.0 * k), 0.4 * np.cos(0.03 * t + 1.3 * k)
             inside = ((xs - cx) / 0.3) ** 2 + ((ys - cy) / 0.4) ** 2 < 1
-            frame[k % 3] += inside.float()
-            masks.append(inside.float())
-        yield frame.unsqueeze(0), torch.stack(masks).unsqueeze(1)
+            rgb[inside, k % 3] += 0.5
+            labels[inside] = k + 1
+        Image.fromarray(((rgb + 0.5).clip(0, 1) * 255).astype(np.uint8)).save(
+            os.path.join(images, f'{t:05d}.jpg'), quality=90)
+        if t == 0:
+            img = Image.fromarray(labels, mode='P')
+            img.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
+            img.save(os.path.join(annotations, '00000.png'))
+    return root, video
+
+
+def timed(function, name, totals, sync):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        out = function(*args, **kwargs)
+        sync()
+        totals[name] += time.perf_counter() - start
+        return out
+    return wrapper
+
+
+class RecordingCore(eval_davis.InferenceCore):
+    """Keeps the engine eval_davis.segment_video makes, for its memory bank's state."""
+    instances = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instances.append(self)
 
 
 def worker(args):
-    torch.manual_seed(0)
     device = torch.device(args.device)
-    net = (build_network(args.model, device) if args.model else QDMN().to(device).eval())
-    core = InferenceCore(net, top_k=args.top_k, mem_freq=args.mem_freq,
-                         quality_thr=args.quality_thr, memory_thr=args.memory_thr)
-    video = synthetic_video(args.worker, args.height, args.width, args.objects, device)
-    first_frame, first_masks = next(video)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else (lambda: None)
+    if args.model:
+        net, mode = inference_network(args.model, device, args.amp)
+    else:  # random weights: the same compute as s012
+        from util.cli import precision
+        mode = precision(device, args.amp)
+        net = optimize_for_inference(QDMN().to(device), bf16=mode == 'bf16')
+    totals = defaultdict(float)
+    for method, stage in STAGES.items():
+        setattr(net, method, timed(getattr(net, method), stage, totals, sync))
+    # the I/O threads' own time (they overlap the network)
+    eval_davis.frame_to_tensor = timed(eval_davis.frame_to_tensor, 'decode*', totals, lambda: None)
+    reader.read_rgb = timed(reader.read_rgb, 'decode*', totals, lambda: None)
+    eval_davis.write_palette_png = timed(eval_davis.write_palette_png, 'write*', totals, lambda: None)
+    eval_davis.InferenceCore = RecordingCore
 
-    def frames():
-        yield first_frame
-        for frame, _ in video:
-            yield frame
-
-    times, last = [], time.perf_counter()
-    for _ in propagate(core, frames(), first_masks):
-        now = time.perf_counter()
-        times.append(now - last)
-        last = now
-    steady = times[5:] or times
+    root, video_name = args.davis, args.video
+    video = DAVISTestDataset(root, imset=args.imset).video(video_name)
+    video.frame_paths = video.frame_paths[:args.worker]
+    engine_args = dict(top_k=args.top_k, mem_freq=args.mem_freq, quality_thr=args.quality_thr,
+                       memory_thr=args.memory_thr)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        frames = sum(1 for _ in eval_davis.segment_video(net, video, os.path.join(out, video_name), device,
+                                                          args.amp, engine_args))
+        wall = time.perf_counter() - start
+    main_stages = sum(v for k, v in totals.items() if not k.endswith('*'))
+    totals['other'] = wall - main_stages
+    core = RecordingCore.instances[-1]
     print(json.dumps({
-        'frames': args.worker, 'sec_per_frame': sum(steady) / len(steady),
+        'frames': frames, 'precision': mode, 'wall': wall, 'fps': frames / wall, 'stages': totals,
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'memory_entries': len(core.bank.entries()), 'decisions': core.decisions}))
 
 
+def run(args, frames, amp):
+    options = {k: v for k, v in vars(args).items() if k not in ('frames', 'worker', 'amp', 'precisions')
+               and v is not None}
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', str(frames)] + (['--amp'] if amp else [])
+    for key, value in options.items():
+        cmd += [f'--{key}', str(value)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f'benchmark worker failed:\n{result.stderr.strip()}')
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def print_row(r):
+    stages = ' '.join(f"{r['stages'].get(s, 0.0) / r['frames'] * 1000:7.0f}" for s in ORDER)
+    print(f"{r['frames']:6d}  {r['precision']:>4s}  {r['fps']:6.2f}  {r['wall']:8.1f}  {stages}  "
+          f"{r['peak_rss_mb']:7.0f}  {r['memory_entries']:3d}  {r['decisions']}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--frames', type=int, nargs='+', default=[50, 400])
-    parser.add_argument('--height', type=int, default=240)
-    parser.add_argument('--width', type=int, default=432)
-    parser.add_argument('--objects', type=int, default=2)
-    parser.add_argument('--model', help='checkpoint (default: randomly initialised multi-object network)')
+    parser.add_argument('--frames', type=int, nargs='+', default=[50, 400], help='video lengths to run')
+    parser.add_argument('--precisions', nargs='+', choices=['fp32', 'amp'], default=['fp32', 'amp'])
+    parser.add_argument('--davis', help='DAVIS root with real frames (default: a synthetic video)')
+    parser.add_argument('--video', help='video of --davis (its first --frames frames are used)')
+    parser.add_argument('--imset', default='2016/val.txt', help='image set of --davis listing --video')
+    parser.add_argument('--height', type=int, default=240, help='synthetic frame height')
+    parser.add_argument('--width', type=int, default=432, help='synthetic frame width')
+    parser.add_argument('--objects', type=int, default=2, help='objects of the synthetic video')
+    parser.add_argument('--model', help='checkpoint (default: a randomly initialised network, same compute)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--top_k', type=int, default=50)
     parser.add_argument('--mem_freq', type=int, default=5)
     parser.add_argument('--memory_thr', type=int, default=20)
-    parser.add_argument('--quality_thr', type=float, default=-1.0)
+    parser.add_argument('--quality_thr', type=float, help='default: -1 (every due frame stored) on the synthetic '
+                                                          'video, 0.8 on real frames')
+    parser.add_argument('--amp', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--worker', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-
-    rows = []
+    if (args.davis is None) != (args.video is None):
+        parser.error('--davis and --video go together')
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.davis is None:
+            args.davis, args.video = write_synthetic_davis(tmp, max(args.frames), args.height, args.width,
+                                                           args.objects)
+            args.imset = '2017/val.txt'
+            args.quality_thr = -1.0 if args.quality_thr is None else args.quality_thr
+        args.quality_thr = 0.8 if args.quality_thr is None else args.quality_thr
+        available = len(os.listdir(os.path.join(args.davis, 'JPEGImages', '480p', args.video)))
+        if max(args.frames) > available:
+            parser.error(f'{args.video} has {available} frames (scripts/expand_long_video.py makes longer videos)')
+        print(f'load average {os.getloadavg()[0]:.2f} (measure on an idle machine); torch threads '
+              f'{torch.get_num_threads()}; times in ms per frame')
+        print(' frames  prec     FPS   wall s  ' + ' '.join(f'{s:>7s}' for s in ORDER)
+              + '  RSS MB  mem  decisions')
+        rows = []
+        for n in args.frames:
+            for p in args.precisions:
+                rows.append(run(args, n, p == 'amp'))
+                print_row(rows[-1])
+    by = {(r['frames'], r['precision'] != 'fp32'): r for r in rows}
     for n in args.frames:
-        options = {k: v for k, v in vars(args).items() if k not in ('frames', 'worker') and v is not None}
-        cmd = [sys.executable, __file__, '--worker', str(n)]
-        for key, value in options.items():
-            cmd += [f'--{key}', str(value)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        r = rows[-1]
-        print(f"N={r['frames']:5d}  {r['sec_per_frame'] * 1000:8.1f} ms/frame  peak RSS {r['peak_rss_mb']:7.0f} MB  "
-              f"memory entries {r['memory_entries']:3d}  {r['decisions']}", flush=True)
-    base = rows[0]
-    for r in rows[1:]:
-        print(f"peak RSS N={r['frames']} / N={base['frames']}: {r['peak_rss_mb'] / base['peak_rss_mb']:.3f}; "
-              f"time per frame ratio {r['sec_per_frame'] / base['sec_per_frame']:.3f}")
+        if (n, False) in by and (n, True) in by:
+            print(f"{n} frames: --amp ({by[n, True]['precision']}) is "
+                  f"{by[n, False]['wall'] / by[n, True]['wall']:.2f}x fp32's speed")
+    for amp in (False, True):
+        first, last = by.get((args.frames[0], amp)), by.get((args.frames[-1], amp))
+        if first and last and first is not last:
+            print(f"{'amp' if amp else 'fp32'}: peak RSS at {last['frames']} frames / {first['frames']}: "
+                  f"{last['peak_rss_mb'] / first['peak_rss_mb']:.3f}; time per frame ratio "
+                  f"{(last['wall'] / last['frames']) / (first['wall'] / first['frames']):.3f}")
 
 
 if __name__ == '__main__':

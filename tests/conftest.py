@@ -45,9 +45,21 @@ def synthetic_checkpoint(synthetic_state_dict, tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope='session')
-def network(synthetic_state_dict):
+def _loaded_network(state_dict):
     from model.network import QDMN
     net = QDMN().eval()
-    net.load_state_dict(synthetic_state_dict, strict=True)
+    net.load_state_dict(state_dict, strict=True)
     return net
+
+
+@pytest.fixture(scope='session')
+def network(synthetic_state_dict):
+    """The network with the published module layout (what the state dict and module tests need)."""
+    return _loaded_network(synthetic_state_dict)
+
+
+@pytest.fixture(scope='session')
+def inference_net(synthetic_state_dict):
+    """The fp32 network as the CLIs run it: BatchNorm folded, channels-last (model.inference_mode)."""
+    from model.inference_mode import optimize_for_inference
+    return optimize_for_inference(_loaded_network(synthetic_state_dict))

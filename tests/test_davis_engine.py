@@ -27,8 +27,10 @@ def run_golden(network, golden_dir, clip, km_sigma=None, golden_file='golden.npz
     return np.stack(masks), np.stack(scores), golden, core
 
 
+@pytest.mark.parametrize('layout', ['network', 'inference_net'])  # published modules; as the CLIs run it
 @pytest.mark.parametrize('clip', ['bike', 'blackswan'])
-def test_engine_reproduces_golden(network, shared_dir, clip):
+def test_engine_reproduces_golden(request, shared_dir, clip, layout):
+    network = request.getfixturevalue(layout)
     masks, scores, golden, core = run_golden(network, shared_dir / 'reference' / 'golden', clip)
     assert masks.shape == golden['masks'].shape
     agreement = (masks == golden['masks']).reshape(len(masks), -1).mean(1)
@@ -39,10 +41,10 @@ def test_engine_reproduces_golden(network, shared_dir, clip):
         assert core.bank.frames() == [0, 5, 10, 15, 20, 25, 28]
 
 
-def test_kernelized_read_reproduces_golden(network, shared_dir):
+def test_kernelized_read_reproduces_golden(inference_net, shared_dir):
     """--use_km (Gaussian sigma 5.6 before the top-k) on blackswan, against the published engine."""
     from model.memory_read import KM_SIGMA
-    masks, scores, golden, _ = run_golden(network, shared_dir / 'reference' / 'golden', 'blackswan',
+    masks, scores, golden, _ = run_golden(inference_net, shared_dir / 'reference' / 'golden', 'blackswan',
                                           km_sigma=KM_SIGMA, golden_file='golden_km.npz')
     agreement = (masks == golden['masks']).reshape(len(masks), -1).mean(1)
     assert agreement.min() >= 0.99, agreement

@@ -91,7 +91,9 @@ def assert_close(actual, golden):
 
 
 @torch.no_grad()
-def test_modules_equal_golden_tensors(network, golden_modules):
+@pytest.mark.parametrize('layout', ['network', 'inference_net'])  # published modules; as the CLIs run it
+def test_modules_equal_golden_tensors(request, golden_modules, layout):
+    network = request.getfixturevalue(layout)
     g = golden_modules
     rgb, masks = g['padded_rgb'], g['padded_masks'].unsqueeze(1)
     key, value, score = network.encode_memory(rgb[0:1], aggregate(masks)[1:])
@@ -111,6 +113,15 @@ def test_modules_equal_golden_tensors(network, golden_modules):
     prob = network.segment(readout, f8, f4)
     assert_close(prob, g['fg_prob'])
     assert_close(aggregate(prob), g['aggregated'])
+
+
+def test_inference_rewrites_fold_every_batchnorm_and_go_channels_last(inference_net):
+    assert not [n for n, m in inference_net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    convs = [m for m in inference_net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    with torch.no_grad():
+        f16, f8, f4 = inference_net.encode_query(torch.zeros(1, 3, 64, 64))
+    assert f4.is_contiguous(memory_format=torch.channels_last)   # the layout reaches the activations
 
 
 def test_padding_matches_golden(network, golden_modules):

@@ -86,7 +86,7 @@ def test_mp4_in_pngs_and_overlay_out_at_the_video_size(example_mp4, synthetic_ch
 
 
 @pytest.mark.slow
-def test_mask_dir_matches_the_youtube_engine(judo, network, synthetic_checkpoint, tmp_path, capsys):
+def test_mask_dir_matches_the_youtube_engine(judo, inference_net, synthetic_checkpoint, tmp_path, capsys):
     """Objects entering at frames 0, 5, 8, 13; masks/judo/00005.png is 853 px wide, hence --resize_mask."""
     frames_dir, masks_dir = judo
     out = tmp_path / 'out'
@@ -103,7 +103,7 @@ def test_mask_dir_matches_the_youtube_engine(judo, network, synthetic_checkpoint
         ids = F.interpolate(ids, size=(480, 854), mode='nearest')   # --resize_mask
         labels[int(path.stem)] = F.interpolate(ids, size=size, mode='nearest')[0, 0].to(torch.uint8).numpy()
     frames = (frame_to_tensor(read_rgb(p), 'cpu', size) for p in sorted(frames_dir.glob('*.jpg')))
-    core = InferenceCoreYV(network, top_k=50, mem_freq=5, num_objects=4)
+    core = InferenceCoreYV(inference_net, top_k=50, mem_freq=5, num_objects=4)
     expected = dict(propagate_yv(core, frames, labels, out_size=(480, 854)))
 
     written = sorted((out / 'masks').glob('*.png'))

@@ -23,14 +23,14 @@ PALETTE = np.roll(DAVIS_PALETTE, 1, axis=0)   # not the DAVIS one, to see the da
 
 
 @pytest.mark.slow
-def test_engine_matches_golden_judo(network, shared_dir):
+def test_engine_matches_golden_judo(inference_net, shared_dir):
     clip = shared_dir / 'reference' / 'golden' / 'judo'
     fixture = json.loads((shared_dir / 'reference' / 'golden' / 'fixture.json').read_text())
     golden = np.load(clip / 'golden.npz')
     spec = fixture['judo']
     labels = {i: read_label_mask(clip / 'masks' / f'{i:05d}.png')[0] for i in spec['labelled_frames']}
     paths = sorted((clip / 'frames').glob('*.png'))
-    core = InferenceCoreYV(network, top_k=fixture['top_k'], mem_freq=fixture['mem_freq'], quality_thr=0.75,
+    core = InferenceCoreYV(inference_net, top_k=fixture['top_k'], mem_freq=fixture['mem_freq'], quality_thr=0.75,
                            memory_thr=spec['memory_thr'], num_objects=len(spec['objects']))
     frames = (frame_to_tensor(read_rgb(p)) for p in paths)
     agreement, scores = [], []

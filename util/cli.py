@@ -16,7 +16,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 def add_device_args(parser):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         help='cpu, cuda or cuda:N (cuda when available)')
-    parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: fp16 autocast on CUDA; bfloat16 convolutions on a CPU with native '
+                             'bf16 (AVX512-BF16 or AMX), else fp32')
 
 
 def add_skip_bad_videos_arg(parser):
@@ -75,14 +77,32 @@ def resolve_device(name):
     return device
 
 
+def native_bf16():
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # private helpers of torch 2.x; without them, assume no
+        return False
+
+
+def precision(device, amp):
+    """'fp16' (CUDA autocast), 'bf16' (CPU bf16 convolutions, model.inference_mode) or 'fp32'."""
+    if not amp:
+        return 'fp32'
+    if device.type == 'cuda':
+        return 'fp16'
+    if device.type == 'cpu' and native_bf16():
+        return 'bf16'
+    warnings.warn(f'--amp: no native bfloat16 on this {device.type} (it needs AVX512-BF16 or AMX); running in fp32')
+    return 'fp32'
+
+
 def autocast(device, enabled):
-    """fp16 autocast on CUDA; a no-op elsewhere (CPU bf16 fails the golden check, see README).
+    """fp16 autocast on CUDA; a no-op elsewhere (CPU bf16 is a property of the network, see precision()).
 
     The precision-sensitive parts (memory read, quality head, aggregation) run
     in fp32 inside it (model/memory_read.py, model/modules.py, inference_core.py).
     """
-    if enabled and device.type != 'cuda':
-        warnings.warn('--amp only applies on CUDA; running in fp32')
     if enabled and device.type == 'cuda':
         return torch.autocast('cuda', dtype=torch.float16)
     return contextlib.nullcontext()
