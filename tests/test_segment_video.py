@@ -1,6 +1,7 @@
 """segment_video.py: a video file and a frame folder end to end, the bundled sample, every bad input."""
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -159,12 +160,18 @@ class FixedCore:
         return index_map * 7
 
 
+# the engine's one-frame look-ahead, plus what the decoding thread holds: its queue and the frame in hand
+AHEAD = 2 + 2 + 1
+
+
 def test_first_mask_path_streams_frame_by_frame():
     video, labels = CountingVideo(), np.zeros((16, 16), np.uint8)
     labels[:, :8] = 5
+    frames = segment_video.decoded(video, 'cpu', (16, 16))
     for k, (name, rgb, label_map) in enumerate(
-            segment_video.segment_from_first_mask(FixedCore(), video, labels, 'cpu', (16, 16))):
-        assert video.decoded <= k + 2   # the engine's one-frame look-ahead, nothing more
+            segment_video.segment_from_first_mask(FixedCore(), frames, labels, 'cpu', (16, 16), (16, 16))):
+        time.sleep(0.002)   # a consumer slower than decoding: the thread must wait, not run ahead
+        assert video.decoded <= k + AHEAD
         assert name == f'{k:05d}' and rgb[0, 0, 0] == k
         assert (label_map[:, :8] == 5).all() and not label_map[:, 8:].any()
     assert k == 39
@@ -173,9 +180,11 @@ def test_first_mask_path_streams_frame_by_frame():
 def test_mask_dir_path_streams_and_leaves_frames_before_the_first_annotation_empty():
     video, labels = CountingVideo(), np.zeros((16, 16), np.uint8)
     labels[:, :8] = 7
-    results = segment_video.segment_from_masks(FixedCore(), video, {10: labels, 20: labels}, 'cpu', (16, 16))
+    frames = segment_video.decoded(video, 'cpu', (16, 16), start=10)
+    results = segment_video.segment_from_masks(FixedCore(), frames, {10: labels, 20: labels}, (16, 16), (16, 16))
     for k, (name, rgb, label_map) in enumerate(results):
-        assert video.decoded <= k + 2
+        time.sleep(0.002)
+        assert video.decoded <= k + AHEAD
         assert name == f'{k:05d}' and rgb[0, 0, 0] == k
         assert not label_map.any() if k < 10 else (label_map[:, :8] == 7).all()
     assert k == 39
