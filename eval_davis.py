@@ -34,6 +34,8 @@ def add_common_args(parser):
     parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
     parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
     parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
+    parser.add_argument('--sparse', action='store_true', help='with --evaluate: ground truth on some frames only '
+                        '(long videos): score every annotated frame but the first')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
 
@@ -90,10 +92,10 @@ def segment_dataset(dataset, args):
     return skipped
 
 
-def evaluate_outputs(davis_root, output, image_set, single_object, sequences):
+def evaluate_outputs(davis_root, output, image_set, single_object, sequences, sparse=False):
     """Scores what was just written (J&F, official protocol); CSVs go next to the masks."""
     from util.davis_metrics import evaluate_davis, print_results, write_csvs
-    evaluation = evaluate_davis(davis_root, output, image_set, single_object, sequences=sequences)
+    evaluation = evaluate_davis(davis_root, output, image_set, single_object, sequences=sequences, sparse=sparse)
     print_results(evaluation)
     print('wrote ' + ' and '.join(write_csvs(evaluation, output)))
 
@@ -105,6 +107,8 @@ def main():
     parser.add_argument('--split', choices=['val', 'testdev'], default='val')
     add_common_args(parser)
     args = parser.parse_args()
+    if args.sparse and not args.evaluate:
+        parser.error('--sparse applies to --evaluate')
     sub = 'trainval' if args.split == 'val' else 'test-dev'
     root = os.path.join(args.davis, sub) if os.path.isdir(os.path.join(args.davis, sub)) else args.davis
     imset = '2017/val.txt' if args.split == 'val' else '2017/test-dev.txt'
@@ -114,7 +118,7 @@ def main():
         print('--evaluate: test-dev has no public ground truth; submit the masks to the evaluation server')
     elif args.evaluate:
         evaluate_outputs(root, args.output, '2017/val', single_object=False,
-                         sequences=[v for v in dataset.videos if v not in skipped])
+                         sequences=[v for v in dataset.videos if v not in skipped], sparse=args.sparse)
     report_skipped(skipped)
 
 
