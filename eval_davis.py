@@ -15,6 +15,7 @@ import progressbar
 
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
+from inference_memory_bank import memory_summary
 from model.checkpoint import build_network
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
                       memory_options, peak_memory, resolve_device)
@@ -41,7 +42,8 @@ def add_common_args(parser):
 
 
 def segment_video(network, video, out_folder, device, amp, engine_args):
-    """Segments one DAVIS video into out_folder; the folder only appears once every frame is written."""
+    """Segments one DAVIS video into out_folder (it only appears once every frame is written), then prints a
+    line on its memory."""
     labels, objects = video.check()
     # index k of the engine's output is the k-th object of the first frame
     to_label = np.array([0] + objects, dtype=np.uint8)
@@ -52,6 +54,7 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
         for name, index_map in zip(video.frame_names, outputs):
             write_palette_png(os.path.join(partial, name + '.png'), to_label[index_map])
             yield name
+    print(f'{video.name}: {memory_summary(core.decisions, core.bank)}')
 
 
 def segment_dataset(dataset, args):
