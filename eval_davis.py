@@ -16,6 +16,7 @@ import progressbar
 
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
+from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
                       memory_options, peak_memory, resolve_device)
@@ -36,12 +37,15 @@ def add_common_args(parser):
     parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
     parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
     parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
+    parser.add_argument('--sparse', action='store_true', help='with --evaluate: ground truth on some frames only '
+                        '(long videos): score every annotated frame but the first')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
 
 
 def segment_video(network, video, out_folder, device, amp, engine_args):
-    """Segments one DAVIS video into out_folder; the folder only appears once every frame is written."""
+    """Segments one DAVIS video into out_folder (it only appears once every frame is written), then prints a
+    line on its memory."""
     labels, objects = video.check()
     # index k of the engine's output is the k-th object of the first frame
     to_label = np.array([0] + objects, dtype=np.uint8)
@@ -53,6 +57,7 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
         for name, index_map in zip(video.frame_names, outputs):
             writer.submit(write_palette_png, os.path.join(partial, name + '.png'), to_label[index_map])
             yield name
+    print(f'{video.name}: {memory_summary(core.decisions, core.bank)}')
 
 
 def segment_dataset(dataset, args):
@@ -93,10 +98,10 @@ def segment_dataset(dataset, args):
     return skipped
 
 
-def evaluate_outputs(davis_root, output, image_set, single_object, sequences):
+def evaluate_outputs(davis_root, output, image_set, single_object, sequences, sparse=False):
     """Scores what was just written (J&F, official protocol); CSVs go next to the masks."""
     from util.davis_metrics import evaluate_davis, print_results, write_csvs
-    evaluation = evaluate_davis(davis_root, output, image_set, single_object, sequences=sequences)
+    evaluation = evaluate_davis(davis_root, output, image_set, single_object, sequences=sequences, sparse=sparse)
     print_results(evaluation)
     print('wrote ' + ' and '.join(write_csvs(evaluation, output)))
 
@@ -108,6 +113,8 @@ def main():
     parser.add_argument('--split', choices=['val', 'testdev'], default='val')
     add_common_args(parser)
     args = parser.parse_args()
+    if args.sparse and not args.evaluate:
+        parser.error('--sparse applies to --evaluate')
     sub = 'trainval' if args.split == 'val' else 'test-dev'
     root = os.path.join(args.davis, sub) if os.path.isdir(os.path.join(args.davis, sub)) else args.davis
     imset = '2017/val.txt' if args.split == 'val' else '2017/test-dev.txt'
@@ -117,7 +124,7 @@ def main():
         print('--evaluate: test-dev has no public ground truth; submit the masks to the evaluation server')
     elif args.evaluate:
         evaluate_outputs(root, args.output, '2017/val', single_object=False,
-                         sequences=[v for v in dataset.videos if v not in skipped])
+                         sequences=[v for v in dataset.videos if v not in skipped], sparse=args.sparse)
     report_skipped(skipped)
 
 

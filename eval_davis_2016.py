@@ -20,11 +20,13 @@ def main():
     parser.add_argument('--imset', default='2016/val.txt', help='image set, relative to <davis>/ImageSets or absolute')
     add_common_args(parser)
     args = parser.parse_args()
+    if args.sparse and not args.evaluate:
+        parser.error('--sparse applies to --evaluate')
     dataset = DAVISTestDataset(args.davis, imset=args.imset, single_object=True)
     skipped = segment_dataset(dataset, args)
     if args.evaluate:
         evaluate_outputs(args.davis, args.output, '2016/val', single_object=True,
-                         sequences=[v for v in dataset.videos if v not in skipped])
+                         sequences=[v for v in dataset.videos if v not in skipped], sparse=args.sparse)
     report_skipped(skipped)
 
 

@@ -114,3 +114,12 @@ class MemoryBank:
         if not keys:
             raise KeyError(f'object {obj} has no memory')
         return torch.cat(keys, 2), torch.cat(values, 2)
+
+
+def memory_summary(decisions, bank):
+    """One line on a video's memory: decisions (counts per Decision reason) and the bank at the end."""
+    stored = decisions['stored'] + decisions['replaced']
+    return (f'memory: {stored} frames stored ({decisions["replaced"]} replacing older ones), '
+            f'{decisions["low_quality"]} rejected by the quality gate, '
+            f'{decisions["not_due"]} not due (--mem_freq {bank.mem_freq}); at the end {len(bank.entries())} entries '
+            f'({len(bank.permanent)} permanent, {len(bank.stored)} stored, {int(bank.temporary is not None)} previous)')

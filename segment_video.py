@@ -25,6 +25,7 @@ from datasets.video_reader import open_video
 from datasets.yv_test_dataset import VOID, processing_size as yv_processing_size, resize_labels
 from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
+from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, autocast, memory_options,
                       peak_memory, resolve_device)
@@ -176,13 +177,6 @@ def progress_bar(total):
     return progressbar.ProgressBar(max_value=total, widgets=widgets, max_error=False, fd=sys.stderr)
 
 
-def quality_gate_summary(decisions, mem_freq):
-    stored = decisions['stored'] + decisions['replaced']
-    return (f'memory: {stored} frames stored ({decisions["replaced"]} replacing older ones), '
-            f'{decisions["low_quality"]} rejected by the quality gate, '
-            f'{decisions["not_due"]} not due (--mem_freq {mem_freq})')
-
-
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
@@ -238,7 +232,7 @@ def main(argv=None):
             bar.update(done)
     elapsed = time.perf_counter() - start
     print(f'{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} frames/s), {peak_memory(device)}')
-    print(quality_gate_summary(core.decisions, args.mem_freq))
+    print(memory_summary(core.decisions, core.bank))
     print(f'wrote {masks_dir}/<frame>.png and {mp4.path}')
 
 

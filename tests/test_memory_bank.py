@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from inference_memory_bank import MemoryBank
+from inference_memory_bank import MemoryBank, memory_summary
 
 
 def kv(frame, objects=1):
@@ -118,3 +118,15 @@ def test_recent_policy_stores_every_due_frame_and_evicts_the_oldest():
     assert {d.reason for d in run(quality, [0.1] * 10)} == {'not_due', 'low_quality'}
     with pytest.raises(ValueError, match='memory policy'):
         MemoryBank(policy='oldest')
+
+
+def test_memory_summary_counts_the_decisions_and_the_final_bank():
+    bank = MemoryBank(mem_freq=2, quality_thr=0.8, capacity=1)
+    bank.add_permanent(0, *kv(0), (0,))
+    qualities = [1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0]   # frame 4 is due but poor; 8 is not due
+    counts = {'stored': 0, 'replaced': 0, 'not_due': 0, 'low_quality': 0}
+    for decision in run(bank, qualities):
+        counts[decision.reason] += 1
+    assert memory_summary(counts, bank) == (
+        'memory: 3 frames stored (1 replacing older ones), 1 rejected by the quality gate, 4 not due '
+        '(--mem_freq 2); at the end 4 entries (1 permanent, 2 stored, 1 previous)')
