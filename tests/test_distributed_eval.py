@@ -79,8 +79,8 @@ def eval_2016(root, out, checkpoint, processes=1, extra=()):
     launcher = [sys.executable]
     if processes > 1:
         launcher += ['-m', 'torch.distributed.run', f'--nproc_per_node={processes}', f'--master_port={free_port()}']
-    # one process: one thread, like each of two processes on 2 cores (two threads on the busy
-    # test machine are slower than one)
+    # one process: one thread, like each of two processes on 2 cores. The CPU kernels round
+    # differently with another thread count (1 pixel in 400k on 2 of 16 frames of the sample)
     return run(launcher + ['eval_davis_2016.py', '--model', checkpoint, '--davis', root, '--output', out,
                            '--device', 'cpu', *extra], threads=1 if processes == 1 else None)
 
