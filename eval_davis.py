@@ -8,24 +8,23 @@ complete are skipped, so an interrupted run resumes where it stopped.
 """
 import argparse
 import os
-import time
 from contextlib import closing
 
 import numpy as np
-import progressbar
 
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
-                      memory_options, peak_memory, resolve_device)
 from util.background import BackgroundWriter, prefetch
+from util.cli import HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast, memory_options
+from util.distributed import add_launcher_args, eval_processes, is_main_process
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete
 from util.tensor_util import frame_to_tensor, labels_to_masks
+from util.video_runs import segment_share
 
 
 def add_common_args(parser):
@@ -41,6 +40,7 @@ def add_common_args(parser):
                         '(long videos): score every annotated frame but the first')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
+    add_launcher_args(parser)
 
 
 def segment_video(network, video, out_folder, device, amp, engine_args):
@@ -63,38 +63,34 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
 def segment_dataset(dataset, args):
     """Runs every video of `dataset` not yet complete in args.output; prints time and FPS.
 
+    Under torchrun the processes share the videos: rank 0 checks them and
+    fetches the model, every process segments its share, rank 0 prints the totals.
     Returns {video: problem} of the videos skipped with --skip_bad_videos.
     """
-    device = resolve_device(args.device)
-    def check(name):
-        video = dataset.video(name)
-        video.check()
-        return video
+    def prepare():   # rank 0 only; the other processes wait for its result
+        def check(name):
+            video = dataset.video(name)
+            video.check()
+            return video
 
-    videos, skipped = check_each(dataset.videos, check, args.skip_bad_videos)
-    videos = list(videos.values())
-    check_writable(args.output)
+        videos, skipped = check_each(dataset.videos, check, args.skip_bad_videos)
+        check_writable(args.output)
+        todo = {v.name: len(v) for v in videos.values()
+                if not is_complete(os.path.join(args.output, v.name), v.frame_names)}
+        if len(todo) < len(videos):
+            print(f'{len(videos) - len(todo)} of {len(videos)} videos already complete in {args.output}: skipped')
+        return todo, skipped, ensure_model(args.model) if todo else None
+
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_options(args))
-    todo = [v for v in videos if not is_complete(os.path.join(args.output, v.name), v.frame_names)]
-    if len(todo) < len(videos):
-        print(f'{len(videos) - len(todo)} of {len(videos)} videos already complete in {args.output}: skipped')
-    if not todo:
-        return skipped
-    network, mode = inference_network(ensure_model(args.model), device, args.amp)
-    total = sum(len(v) for v in todo)
-    done, start = 0, time.perf_counter()
-    # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
-    with progressbar.ProgressBar(max_value=max(total, 1), prefix='{variables.video} ',
-                                 variables={'video': '-'}, redirect_stdout=True) as bar:
-        for video in todo:
-            for _ in segment_video(network, video, os.path.join(args.output, video.name), device, args.amp,
-                                   engine_args):
-                done += 1
-                bar.update(done, video=video.name)
-    elapsed = time.perf_counter() - start
-    print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS ({mode}); '
-          f'{peak_memory(device)}')
+    with eval_processes(args.device, args.local_rank) as group:
+        def segment(network, name):
+            return segment_video(network, dataset.video(name), os.path.join(args.output, name), group.device,
+                                 args.amp, engine_args)
+
+        todo, skipped, model = group.on_main(prepare)
+        if todo:
+            segment_share(group, todo, lambda: inference_network(model, group.device, args.amp), segment)
     return skipped
 
 
@@ -120,6 +116,8 @@ def main():
     imset = '2017/val.txt' if args.split == 'val' else '2017/test-dev.txt'
     dataset = DAVISTestDataset(root, imset=imset)
     skipped = segment_dataset(dataset, args)
+    if not is_main_process():
+        return   # rank 0 evaluates and reports for every process
     if args.evaluate and args.split == 'testdev':
         print('--evaluate: test-dev has no public ground truth; submit the masks to the evaluation server')
     elif args.evaluate:

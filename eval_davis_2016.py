@@ -11,6 +11,7 @@ import argparse
 from datasets.davis_test_dataset import DAVISTestDataset
 from eval_davis import add_common_args, evaluate_outputs, segment_dataset
 from util.cli import HelpFormatter
+from util.distributed import is_main_process
 from util.errors import report_skipped, run_main
 
 
@@ -24,6 +25,8 @@ def main():
         parser.error('--sparse applies to --evaluate')
     dataset = DAVISTestDataset(args.davis, imset=args.imset, single_object=True)
     skipped = segment_dataset(dataset, args)
+    if not is_main_process():
+        return   # rank 0 evaluates and reports for every process
     if args.evaluate:
         evaluate_outputs(args.davis, args.output, '2016/val', single_object=True,
                          sequences=[v for v in dataset.videos if v not in skipped], sparse=args.sparse)

@@ -12,7 +12,6 @@ videos are skipped, so an interrupted run resumes where it stopped.
 """
 import argparse
 import os
-import time
 import zipfile
 from contextlib import closing
 
@@ -21,13 +20,14 @@ import progressbar
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.inference_mode import inference_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
-                      memory_options, peak_memory, resolve_device)
 from util.background import BackgroundWriter, prefetch
+from util.cli import HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast, memory_options
+from util.distributed import add_launcher_args, eval_processes
 from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
 from util.output import atomic_folder, check_writable, is_complete
+from util.video_runs import segment_share
 
 
 def parse_args(argv=None):
@@ -50,6 +50,7 @@ def parse_args(argv=None):
                         help='relative quality a frame needs to be stored (published for YouTube-VOS; DAVIS: 0.8)')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
+    add_launcher_args(parser)
     return parser.parse_args(argv)
 
 
@@ -86,41 +87,38 @@ def write_zip(output, expected):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = resolve_device(args.device)
     output = os.path.normpath(args.output)
     annotations = os.path.join(output, 'Annotations')
     dataset = YouTubeVOSTestDataset(args.yv, args.split, size=None if args.size <= 0 else args.size)
-    # every video is opened (annotations read and checked) before any compute: bad input fails fast
-    def check(name):
-        video = dataset.video(name)
-        return written_frames(video), len(video.frame_names) - video.first_labelled
 
-    checked, skipped = check_each(progressbar.progressbar(dataset.videos, prefix='checking videos '), check,
-                                  args.skip_bad_videos)
-    expected = {name: frames for name, (frames, _) in checked.items()}
-    lengths = {name: length for name, (_, length) in checked.items()}
-    todo = [v for v in checked if not is_complete(os.path.join(annotations, v), expected[v])]
-    if len(todo) < len(checked):
-        print(f'{len(checked) - len(todo)} of {len(checked)} videos already complete in {annotations}: skipped')
-    check_writable(annotations)
+    def prepare():   # rank 0 only; the other processes wait for its result
+        # every video is opened (annotations read and checked) before any compute: bad input fails fast
+        def check(name):
+            video = dataset.video(name)
+            return written_frames(video), len(video.frame_names) - video.first_labelled
+
+        checked, skipped = check_each(progressbar.progressbar(dataset.videos, prefix='checking videos '), check,
+                                      args.skip_bad_videos)
+        expected = {name: frames for name, (frames, _) in checked.items()}
+        todo = {name: length for name, (frames, length) in checked.items()
+                if not is_complete(os.path.join(annotations, name), frames)}
+        if len(todo) < len(checked):
+            print(f'{len(checked) - len(todo)} of {len(checked)} videos already complete in {annotations}: skipped')
+        check_writable(annotations)
+        return expected, todo, skipped, ensure_model(args.model) if todo else None
+
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_options(args))
-    done, elapsed = 0, 0.0
-    if todo:
-        network, mode = inference_network(ensure_model(args.model), device, args.amp)
-        # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
-        with progressbar.ProgressBar(max_value=sum(lengths[v] for v in todo), prefix='{variables.video} ',
-                                     variables={'video': '-'}, redirect_stdout=True) as bar:
-            for name in todo:
-                video = dataset.video(name)
-                start = time.perf_counter()
-                for _ in segment_video(network, video, os.path.join(annotations, name), device, args.amp,
-                                       engine_args):
-                    done += 1
-                    bar.update(done, video=name)
-                elapsed += time.perf_counter() - start
-        print(f'{len(todo)} videos, {done} frames in {elapsed:.1f} s: {done / max(elapsed, 1e-9):.2f} FPS ({mode}); '
-              f'{peak_memory(device)}')
+    with eval_processes(args.device, args.local_rank) as group:
+        def segment(network, name):
+            return segment_video(network, dataset.video(name), os.path.join(annotations, name), group.device,
+                                 args.amp, engine_args)
+
+        expected, todo, skipped, model = group.on_main(prepare)
+        if todo:
+            segment_share(group, todo, lambda: inference_network(model, group.device, args.amp), segment)
+    if not group.is_main:
+        return   # rank 0 writes the zip and reports for every process
     print(f'wrote {write_zip(output, expected)}')
     report_skipped(skipped)
 

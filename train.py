@@ -17,37 +17,25 @@ import torch.distributed as dist
 from datasets.training_data import TrainingData
 from model.model import QDMNModel, imagenet_file, load_imagenet, load_start_network, read_checkpoint
 from model.network import QDMN
-from util.cli import resolve_device
+from util.distributed import Launch
 from util.errors import UserInputError, run_main
 from util.hyper_para import parse_args
 from util.logger import TrainLogger
 
 
-class Distributed:
-    """Rank, world size and device of this process, from torchrun / torch.distributed.launch or alone."""
+class Distributed(Launch):
+    """This process of the training job, its device, and its process group (NCCL on CUDA, gloo on CPU)."""
 
     def __init__(self, para):
-        self.launched = 'WORLD_SIZE' in os.environ
-        self.world_size = int(os.environ.get('WORLD_SIZE', 1))
-        self.rank = int(os.environ.get('RANK', 0))
-        local = os.environ.get('LOCAL_RANK', para.local_rank)
-        self.local_rank = int(local) if local is not None else 0
-        device = resolve_device(para.device)
-        if device.type == 'cuda':
-            device = torch.device('cuda', self.local_rank if self.launched else (device.index or 0))
-            torch.cuda.set_device(device)
-        self.device = device
-        self.backend = 'nccl' if device.type == 'cuda' else 'gloo'
+        super().__init__(para.local_rank)
+        self.device = self.device_for(para.device)
+        self.backend = 'nccl' if self.device.type == 'cuda' else 'gloo'
 
     def init(self):
         if self.launched:
             dist.init_process_group(self.backend, init_method='env://')
         else:  # a one-process group keeps a single code path (DDP needs a group)
             dist.init_process_group(self.backend, store=dist.HashStore(), rank=0, world_size=1)
-
-    @property
-    def is_main(self):
-        return self.rank == 0
 
 
 def check_run_folder(para):

@@ -1,5 +1,6 @@
 """One exception type for every problem a user can fix, and the CLI wrapper that reports it."""
 import sys
+import traceback
 import warnings
 
 
@@ -31,6 +32,16 @@ def report_skipped(problems):
         raise UserInputError(f'{len(problems)} video(s) skipped (--skip_bad_videos): ' + '; '.join(problems.values()))
 
 
+def print_error(error):
+    """Prints a UserInputError as its one `error:` line and anything else with its traceback;
+    returns the exit code (2 for bad input, 1 otherwise)."""
+    if isinstance(error, UserInputError):
+        print(f'error: {error}', file=sys.stderr, flush=True)
+        return 2
+    traceback.print_exception(error)
+    return 1
+
+
 def run_main(main):
     """Runs a CLI entry point, turning UserInputError into a one-line message and exit code 2.
 
@@ -40,8 +51,7 @@ def run_main(main):
     try:
         main()
     except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_error(e))
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)

@@ -7,6 +7,7 @@ import argparse
 import os
 
 from util.cli import add_device_args
+from util.distributed import add_launcher_args
 
 STAGE_DEFAULTS = {
     0: {'batch_size': 14, 'iterations': 160000, 'steps': [250000]},  # static images, single object
@@ -54,8 +55,7 @@ def build_parser():
                      help='FOR TESTS AND DEBUGGING ONLY: start a fresh run from random weights')
     run.add_argument('--seed', type=int, default=14159265, help='initialisation and data order; '
                      'augmentation streams are derived per rank and worker')
-    run.add_argument('--local_rank', '--local-rank', type=int, default=None,
-                     help='set by the legacy torch.distributed.launch (torchrun uses LOCAL_RANK)')
+    add_launcher_args(run)
     add_device_args(p)
 
     opt = p.add_argument_group('optimisation (None = the stage default)')
