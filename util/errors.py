@@ -36,7 +36,10 @@ def print_error(error):
     """Prints a UserInputError as its one `error:` line and anything else with its traceback;
     returns the exit code (2 for bad input, 1 otherwise)."""
     if isinstance(error, UserInputError):
-        print(f'error: {error}', file=sys.stderr, flush=True)
+        # one write: with PYTHONUNBUFFERED, print() writes the text and its newline separately,
+        # and the lines of several processes sharing the terminal would run together
+        sys.stderr.write(f'error: {error}\n')
+        sys.stderr.flush()
         return 2
     traceback.print_exception(error)
     return 1
