@@ -10,14 +10,13 @@ a failure on one process ends every process with its message instead of a hang.
 import contextlib
 import datetime
 import os
-import sys
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
 from util.cli import resolve_device
-from util.errors import UserInputError, print_error
+from util.errors import UserInputError, print_error, print_error_line
 
 # The processes wait for each other at the start (rank 0 checks every video and may download the
 # model) and at the end (for the slowest process's last video). Failures are announced rather than
@@ -121,7 +120,7 @@ class EvalGroup:
             code = print_error(error)
         else:
             rank, first = failed[0]
-            print(f'error: stopped because rank {rank} failed: {first.failure}', file=sys.stderr, flush=True)
+            print_error_line(f'stopped because rank {rank} failed: {first.failure}')
             code = 2 if first.bad_input else 1
         # torchrun stops the whole job as soon as one process exits with an error:
         # wait until every process has printed its line

@@ -32,14 +32,18 @@ def report_skipped(problems):
         raise UserInputError(f'{len(problems)} video(s) skipped (--skip_bad_videos): ' + '; '.join(problems.values()))
 
 
+def print_error_line(message):
+    """`error: message` on stderr in one write: with PYTHONUNBUFFERED, print() writes the text and
+    its newline separately, and the lines of several processes sharing a terminal would run together."""
+    sys.stderr.write(f'error: {message}\n')
+    sys.stderr.flush()
+
+
 def print_error(error):
     """Prints a UserInputError as its one `error:` line and anything else with its traceback;
     returns the exit code (2 for bad input, 1 otherwise)."""
     if isinstance(error, UserInputError):
-        # one write: with PYTHONUNBUFFERED, print() writes the text and its newline separately,
-        # and the lines of several processes sharing the terminal would run together
-        sys.stderr.write(f'error: {error}\n')
-        sys.stderr.flush()
+        print_error_line(error)
         return 2
     traceback.print_exception(error)
     return 1
