@@ -16,11 +16,12 @@ import progressbar
 from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from model.checkpoint import build_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
-                      memory_options, peak_memory, resolve_device)
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
+                      autocast, memory_options, peak_memory, resolve_device)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
+from util.memory_log import MemoryLog
 from util.output import atomic_folder, check_writable, is_complete
 from util.tensor_util import frame_to_tensor, labels_to_masks
 
@@ -34,22 +35,29 @@ def add_common_args(parser):
     parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
     parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
     parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
+    add_memory_log_arg(parser, '<output>/memory_log/<video>.csv and .png')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
 
 
-def segment_video(network, video, out_folder, device, amp, engine_args):
-    """Segments one DAVIS video into out_folder; the folder only appears once every frame is written."""
+def segment_video(network, video, out_folder, device, amp, engine_args, log_folder=None):
+    """Segments one DAVIS video into out_folder; the folder only appears once every frame is written.
+
+    With log_folder, the video's memory log goes there once the video is complete.
+    """
     labels, objects = video.check()
     # index k of the engine's output is the k-th object of the first frame
     to_label = np.array([0] + objects, dtype=np.uint8)
-    core = InferenceCore(network, **engine_args)
+    memory_log = MemoryLog(objects) if log_folder else None
+    core = InferenceCore(network, memory_log=memory_log, **engine_args)
     tensors = (frame_to_tensor(rgb, device) for rgb in video.frames())
     with atomic_folder(out_folder) as partial, autocast(device, amp):
         outputs = propagate(core, tensors, labels_to_masks(labels, objects, device))
         for name, index_map in zip(video.frame_names, outputs):
             write_palette_png(os.path.join(partial, name + '.png'), to_label[index_map])
             yield name
+    if memory_log is not None:
+        memory_log.write(log_folder, video.name, video.frame_names)
 
 
 def segment_dataset(dataset, args):
@@ -75,13 +83,14 @@ def segment_dataset(dataset, args):
         return skipped
     network = build_network(ensure_model(args.model), device)
     total = sum(len(v) for v in todo)
+    log_folder = os.path.join(args.output, 'memory_log') if args.save_memory_log else None
     done, start = 0, time.perf_counter()
     # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
     with progressbar.ProgressBar(max_value=max(total, 1), prefix='{variables.video} ',
                                  variables={'video': '-'}, redirect_stdout=True) as bar:
         for video in todo:
             for _ in segment_video(network, video, os.path.join(args.output, video.name), device, args.amp,
-                                   engine_args):
+                                   engine_args, log_folder):
                 done += 1
                 bar.update(done, video=video.name)
     elapsed = time.perf_counter() - start

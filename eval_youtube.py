@@ -20,11 +20,12 @@ import progressbar
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.checkpoint import build_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast,
-                      memory_options, peak_memory, resolve_device)
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
+                      autocast, memory_options, peak_memory, resolve_device)
 from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
+from util.memory_log import MemoryLog
 from util.output import atomic_folder, check_writable, is_complete
 
 
@@ -46,6 +47,7 @@ def parse_args(argv=None):
                         help='capacity of the propagated memory of each pass (published for YouTube-VOS; DAVIS: 20)')
     parser.add_argument('--quality_thr', type=float, default=0.75,
                         help='relative quality a frame needs to be stored (published for YouTube-VOS; DAVIS: 0.8)')
+    add_memory_log_arg(parser, '<output>/memory_log/<video>.csv and .png (not in the zip)')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
     return parser.parse_args(argv)
@@ -56,15 +58,21 @@ def written_frames(video):
     return [n for n in video.frame_names[video.first_labelled:] if n in video.listed]
 
 
-def segment_video(network, video, out_folder, device, amp, engine_args):
-    """Segments one video; yields each processed frame's name. out_folder only appears once complete."""
-    core = InferenceCoreYV(network, num_objects=len(video.objects()), **engine_args)
+def segment_video(network, video, out_folder, device, amp, engine_args, log_folder=None):
+    """Segments one video; yields each processed frame's name. out_folder only appears once complete.
+
+    With log_folder, the video's memory log goes there once the video is complete.
+    """
+    memory_log = MemoryLog(first_frame=video.first_labelled) if log_folder else None
+    core = InferenceCoreYV(network, num_objects=len(video.objects()), memory_log=memory_log, **engine_args)
     with atomic_folder(out_folder) as partial, autocast(device, amp):
         for t, label_map in propagate_yv(core, video.frames(device), video.labels, video.size):
             name = video.frame_names[t]
             if name in video.listed:
                 write_palette_png(os.path.join(partial, name + '.png'), label_map, video.palette)
             yield name
+    if memory_log is not None:
+        memory_log.write(log_folder, video.name, video.frame_names)
 
 
 def write_zip(output, expected):
@@ -102,6 +110,7 @@ def main(argv=None):
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_options(args))
     done, elapsed = 0, 0.0
+    log_folder = os.path.join(output, 'memory_log') if args.save_memory_log else None
     if todo:
         network = build_network(ensure_model(args.model), device)
         # `with`: the bar ends its line also on an error or Ctrl-C, so the message gets a line of its own
@@ -111,7 +120,7 @@ def main(argv=None):
                 video = dataset.video(name)
                 start = time.perf_counter()
                 for _ in segment_video(network, video, os.path.join(annotations, name), device, args.amp,
-                                       engine_args):
+                                       engine_args, log_folder):
                     done += 1
                     bar.update(done, video=name)
                 elapsed += time.perf_counter() - start
