@@ -17,11 +17,13 @@ from inference_core import InferenceCore, propagate
 from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
-from util.cli import HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast, memory_options
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
+                      autocast, memory_options)
 from util.distributed import add_launcher_args, eval_processes, is_main_process
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
+from util.memory_log import MemoryLog
 from util.output import atomic_folder, check_writable, is_complete
 from util.tensor_util import frame_to_tensor, labels_to_masks
 from util.video_runs import segment_share
@@ -38,18 +40,20 @@ def add_common_args(parser):
     parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
     parser.add_argument('--sparse', action='store_true', help='with --evaluate: ground truth on some frames only '
                         '(long videos): score every annotated frame but the first')
+    add_memory_log_arg(parser, '<output>/memory_log/<video>.csv and .png')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
     add_launcher_args(parser)
 
 
-def segment_video(network, video, out_folder, device, amp, engine_args):
+def segment_video(network, video, out_folder, device, amp, engine_args, log_folder=None):
     """Segments one DAVIS video into out_folder (it only appears once every frame is written), then prints a
-    line on its memory."""
+    line on its memory. With log_folder, the video's memory log goes there once the video is complete."""
     labels, objects = video.check()
     # index k of the engine's output is the k-th object of the first frame
     to_label = np.array([0] + objects, dtype=np.uint8)
-    core = InferenceCore(network, **engine_args)
+    memory_log = MemoryLog(objects) if log_folder else None
+    core = InferenceCore(network, memory_log=memory_log, **engine_args)
     # frames are decoded one ahead and PNGs written behind, in threads, while the network runs
     with atomic_folder(out_folder) as partial, autocast(device, amp), BackgroundWriter() as writer, \
             closing(prefetch(frame_to_tensor(rgb, device) for rgb in video.frames())) as tensors:
@@ -58,6 +62,8 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
             writer.submit(write_palette_png, os.path.join(partial, name + '.png'), to_label[index_map])
             yield name
     print(f'{video.name}: {memory_summary(core.decisions, core.bank)}')
+    if memory_log is not None:
+        memory_log.write(log_folder, video.name, video.frame_names)
 
 
 def segment_dataset(dataset, args):
@@ -83,10 +89,11 @@ def segment_dataset(dataset, args):
 
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_options(args))
+    log_folder = os.path.join(args.output, 'memory_log') if args.save_memory_log else None
     with eval_processes(args.device, args.local_rank) as group:
         def segment(network, name):
             return segment_video(network, dataset.video(name), os.path.join(args.output, name), group.device,
-                                 args.amp, engine_args)
+                                 args.amp, engine_args, log_folder)
 
         todo, skipped, model = group.on_main(prepare)
         if todo:

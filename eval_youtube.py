@@ -21,11 +21,13 @@ from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
-from util.cli import HelpFormatter, add_device_args, add_memory_args, add_skip_bad_videos_arg, autocast, memory_options
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
+                      autocast, memory_options)
 from util.distributed import add_launcher_args, eval_processes
 from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
+from util.memory_log import MemoryLog
 from util.output import atomic_folder, check_writable, is_complete
 from util.video_runs import segment_share
 
@@ -48,6 +50,7 @@ def parse_args(argv=None):
                         help='capacity of the propagated memory of each pass (published for YouTube-VOS; DAVIS: 20)')
     parser.add_argument('--quality_thr', type=float, default=0.75,
                         help='relative quality a frame needs to be stored (published for YouTube-VOS; DAVIS: 0.8)')
+    add_memory_log_arg(parser, '<output>/memory_log/<video>.csv and .png (not in the zip)')
     add_skip_bad_videos_arg(parser)
     add_device_args(parser)
     add_launcher_args(parser)
@@ -59,9 +62,13 @@ def written_frames(video):
     return [n for n in video.frame_names[video.first_labelled:] if n in video.listed]
 
 
-def segment_video(network, video, out_folder, device, amp, engine_args):
-    """Segments one video; yields each processed frame's name. out_folder only appears once complete."""
-    core = InferenceCoreYV(network, num_objects=len(video.objects()), **engine_args)
+def segment_video(network, video, out_folder, device, amp, engine_args, log_folder=None):
+    """Segments one video; yields each processed frame's name. out_folder only appears once complete.
+
+    With log_folder, the video's memory log goes there once the video is complete.
+    """
+    memory_log = MemoryLog(first_frame=video.first_labelled) if log_folder else None
+    core = InferenceCoreYV(network, num_objects=len(video.objects()), memory_log=memory_log, **engine_args)
     # frames are decoded one ahead and PNGs written behind, in threads, while the network runs
     with atomic_folder(out_folder) as partial, autocast(device, amp), BackgroundWriter() as writer, \
             closing(prefetch(video.frames(device))) as frames:
@@ -70,6 +77,8 @@ def segment_video(network, video, out_folder, device, amp, engine_args):
             if name in video.listed:
                 writer.submit(write_palette_png, os.path.join(partial, name + '.png'), label_map, video.palette)
             yield name
+    if memory_log is not None:
+        memory_log.write(log_folder, video.name, video.frame_names)
 
 
 def write_zip(output, expected):
@@ -109,10 +118,11 @@ def main(argv=None):
 
     engine_args = dict(mem_freq=args.mem_freq, quality_thr=args.quality_thr, memory_thr=args.memory_thr,
                        **memory_options(args))
+    log_folder = os.path.join(output, 'memory_log') if args.save_memory_log else None
     with eval_processes(args.device, args.local_rank) as group:
         def segment(network, name):
             return segment_video(network, dataset.video(name), os.path.join(annotations, name), group.device,
-                                 args.amp, engine_args)
+                                 args.amp, engine_args, log_folder)
 
         expected, todo, skipped, model = group.on_main(prepare)
         if todo:

@@ -47,7 +47,7 @@ def segment_frame(net, bank, objects, frame, prev_prob, top_k, km_sigma=None):
 
 class InferenceCore:
     def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.8, memory_thr=20, km_sigma=None,
-                 memory_policy='quality'):
+                 memory_policy='quality', memory_log=None):
         self.net = network
         self.top_k = top_k
         self.km_sigma = km_sigma
@@ -60,6 +60,7 @@ class InferenceCore:
         self.last_scores = None     # per-object quality scores of the last memory encoding
         self.last_decision = None
         self.decisions = {'stored': 0, 'replaced': 0, 'not_due': 0, 'low_quality': 0}
+        self.memory_log = memory_log    # util.memory_log.MemoryLog recording every frame's decision, or None
 
     @torch.no_grad()
     def start(self, frame, masks):
@@ -75,7 +76,8 @@ class InferenceCore:
         if self.reference is None:
             warnings.warn('the quality head scores the first frame 0 for every object; '
                           'gating on absolute instead of relative quality')
-        self.bank.add_permanent(0, key, value, range(self.num_objects))
+        decision = self.bank.add_permanent(0, key, value, range(self.num_objects), reason='first_frame')
+        self._log(decision, scores)
         return unpad(self.prob, self.pad)
 
     @torch.no_grad()
@@ -91,7 +93,15 @@ class InferenceCore:
             quality = relative_quality(float(scores.float().mean()), self.reference)  # plain mean (SPEC §2)
             self.last_decision = self.bank.offer(self.frame_idx, key, value, range(self.num_objects), quality)
             self.decisions[self.last_decision.reason] += 1
+            self._log(self.last_decision, scores)
+        else:
+            self._log(None)
         return unpad(self.prob, self.pad)
+
+    def _log(self, decision, scores=None):
+        if self.memory_log is not None:
+            scores = None if scores is None else dict(enumerate(scores.tolist()))
+            self.memory_log.record(self.frame_idx, decision, self.bank, scores)
 
 
 def with_last_flag(iterable):

@@ -39,7 +39,7 @@ class InferenceCoreYV:
     """
 
     def __init__(self, network, top_k=50, mem_freq=5, quality_thr=0.75, memory_thr=10, num_objects=None,
-                 km_sigma=None, memory_policy='quality'):
+                 km_sigma=None, memory_policy='quality', memory_log=None):
         self.net = network
         self.top_k = top_k
         self.km_sigma = km_sigma
@@ -54,6 +54,7 @@ class InferenceCoreYV:
         self.last_scores = None     # per-object quality scores of the last memory encoding
         self.last_decision = None   # the bank's decision on the last propagated frame
         self.decisions = {'stored': 0, 'replaced': 0, 'not_due': 0, 'low_quality': 0}
+        self.memory_log = memory_log    # util.memory_log.MemoryLog recording every frame's decision, or None
 
     @torch.no_grad()
     def step(self, frame, new_labels=None, memorize=True):
@@ -74,6 +75,8 @@ class InferenceCoreYV:
             self._merge(labels, frame)
         if memorize:
             self._memorize(frame, labelled=labels is not None)
+        else:
+            self._log(None)
         return unpad(self.prob, self.pad)
 
     def to_ids(self, index_map):
@@ -120,9 +123,10 @@ class InferenceCoreYV:
         self.last_scores = scores
         if labelled:
             self.bank.start_pass()
-            self.bank.add_permanent(self.frame_idx, key, value, self.objects)
+            decision = self.bank.add_permanent(self.frame_idx, key, value, self.objects)
             self.needs_reference = True
             self.last_decision = None
+            self._log(decision, scores)
             return
         if self.needs_reference:
             self.needs_reference = False
@@ -134,6 +138,12 @@ class InferenceCoreYV:
         quality = relative_quality(nonzero_mean(scores) or 0.0, self.reference)
         self.last_decision = self.bank.offer(self.frame_idx, key, value, self.objects, quality)
         self.decisions[self.last_decision.reason] += 1
+        self._log(self.last_decision, scores)
+
+    def _log(self, decision, scores=None):
+        if self.memory_log is not None:
+            scores = None if scores is None else dict(zip(self.objects, scores.tolist()))
+            self.memory_log.record(self.frame_idx, decision, self.bank, scores)
 
 
 def propagate_yv(core, frames, labels_by_index, out_size=None):

@@ -26,9 +26,12 @@ class MemoryEntry:
 
 @dataclass
 class Decision:
+    """What the bank did with one frame (the memory log's record of it)."""
     stored: bool
-    reason: str                    # 'stored', 'replaced', 'not_due' or 'low_quality'
+    # offered frames: 'stored', 'replaced', 'not_due', 'low_quality'; permanent ones: 'first_frame', 'labelled'
+    reason: str
     evicted_frame: Optional[int] = None
+    quality: Optional[float] = None   # the relative quality the gate saw (None: permanent, not gated)
 
 
 POLICIES = ('quality', 'recent')
@@ -51,10 +54,17 @@ class MemoryBank:
         self.last_stored_frame = None
         self.stored_count = 0
 
-    def add_permanent(self, frame, key, value, objects):
+    @property
+    def gate(self):
+        """The relative quality a due frame must exceed to be stored; None when the policy has no gate."""
+        return self.quality_thr if self.policy == 'quality' else None
+
+    def add_permanent(self, frame, key, value, objects, reason='labelled'):
+        """Keeps an annotated frame for good; `reason` ('first_frame' or 'labelled') only labels the Decision."""
         self.permanent.append(MemoryEntry(frame, key, value, tuple(objects)))
         self.last_stored_frame = frame
         self.temporary = None
+        return Decision(True, reason)
 
     def start_pass(self):
         """A new propagation pass (YouTube-VOS, at each labelled frame): the frames stored so
@@ -68,10 +78,10 @@ class MemoryBank:
         entry = MemoryEntry(frame, key, value, tuple(objects), float(quality))
         if self.last_stored_frame is not None and frame - self.last_stored_frame < self.mem_freq:
             self.temporary = entry
-            return Decision(False, 'not_due')
-        if self.policy == 'quality' and not entry.quality > self.quality_thr:
+            return Decision(False, 'not_due', quality=entry.quality)
+        if self.gate is not None and not entry.quality > self.gate:
             self.temporary = entry
-            return Decision(False, 'low_quality')
+            return Decision(False, 'low_quality', quality=entry.quality)
         self.stored_count += 1
         entry.order = self.stored_count
         self.last_stored_frame = frame
@@ -81,9 +91,9 @@ class MemoryBank:
             evicted = self.stored[victim].frame
             del self.stored[victim]
             self.stored.append(entry)
-            return Decision(True, 'replaced', evicted)
+            return Decision(True, 'replaced', evicted, entry.quality)
         self.stored.append(entry)
-        return Decision(True, 'stored')
+        return Decision(True, 'stored', quality=entry.quality)
 
     def eviction_index(self, count):
         """Index of the stored entry minimising exp(-|count - order|) + quality ('recent': the oldest).
@@ -102,6 +112,10 @@ class MemoryBank:
 
     def frames(self):
         return [e.frame for e in self.entries()]
+
+    def kept_frames(self):
+        """Permanent and stored frames: what stays in memory beyond the next query (no temporary)."""
+        return [e.frame for e in self.permanent + self.stored]
 
     def read_tensors(self, obj):
         """Key (1,128,T,h,w) and value (1,512,T,h,w) of every entry that holds object `obj`."""

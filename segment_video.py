@@ -27,12 +27,13 @@ from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, autocast, memory_options,
-                      peak_memory, resolve_device)
 from util.background import BackgroundWriter, prefetch
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, autocast,
+                      memory_options, peak_memory, resolve_device)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
+from util.memory_log import MemoryLog
 from util.overlay import Mp4Writer, blend, side_by_side
 from util.output import atomic_folder, partial_folder
 from util.palette import DAVIS_PALETTE
@@ -62,6 +63,7 @@ def parse_args(argv=None):
                                                   f'{FOLDER_FPS} for a frame folder)')
     add_memory_args(parser)
     parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
+    add_memory_log_arg(parser, '<output>/memory_log.csv and .png')
     add_device_args(parser)
     return parser.parse_args(argv)
 
@@ -137,9 +139,14 @@ def for_writing_and_engine(frames):
     return ((name, rgb) for name, rgb, _ in for_writing), (tensor for _, _, tensor in for_engine)
 
 
+def mask_objects(labels):
+    """The ids in a label map, in the order the DAVIS engine numbers its objects."""
+    return [int(o) for o in np.unique(labels) if o != 0]
+
+
 def segment_from_first_mask(core, frames, labels, device, size, video_size):
     """DAVIS engine from frame 0; yields (name, rgb, label map with the mask's ids) per frame."""
-    objects = [int(o) for o in np.unique(labels) if o != 0]
+    objects = mask_objects(labels)
     to_label = np.array([0] + objects, dtype=np.uint8)  # engine index k -> k-th object's id
     for_writing, tensors = for_writing_and_engine(frames)
     results = propagate(core, tensors, labels_to_masks(labels, objects, device, size), video_size)
@@ -199,19 +206,21 @@ def main(argv=None):
 
     size = processing_size(video.size, args.size)
     if args.mask:
-        core = InferenceCore(network, mem_freq=args.mem_freq, **memory_options(args))
+        memory_log = MemoryLog(mask_objects(labels)) if args.save_memory_log else None
+        core = InferenceCore(network, mem_freq=args.mem_freq, memory_log=memory_log, **memory_options(args))
         first = 0
     else:
         # the published engine gates with all of the video's objects; the mask folder tells them all
         num_objects = len({int(i) for labels in labels_by_index.values() for i in np.unique(labels) if i})
-        core = InferenceCoreYV(network, mem_freq=args.mem_freq, num_objects=num_objects,
+        memory_log = MemoryLog(first_frame=min(labels_by_index)) if args.save_memory_log else None
+        core = InferenceCoreYV(network, mem_freq=args.mem_freq, num_objects=num_objects, memory_log=memory_log,
                                **memory_options(args))
         first = min(labels_by_index)
     palette = DAVIS_PALETTE if palette is None else palette
     fps = args.fps or video.fps or FOLDER_FPS
 
     print(f'{args.video}: {video.size[1]}x{video.size[0]}, processing at {size[1]}x{size[0]} on {device} ({mode})')
-    done, start = 0, time.perf_counter()
+    done, start, frame_names = 0, time.perf_counter(), []
     # masks/ and overlay.mp4 appear only when every frame is written: complete or absent;
     # frames are decoded ahead and outputs written behind, in threads, while the network runs
     with atomic_folder(masks_dir) as partial, autocast(device, args.amp), progress_bar(video.num_frames) as bar, \
@@ -228,12 +237,16 @@ def main(argv=None):
             results = segment_from_masks(core, frames, labels_by_index, size, video.size)
         for name, rgb, label_map in results:
             writer.submit(write_outputs, name, rgb, label_map)
+            if memory_log is not None:
+                frame_names.append(name)
             done += 1
             bar.update(done)
     elapsed = time.perf_counter() - start
     print(f'{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} frames/s), {peak_memory(device)}')
     print(memory_summary(core.decisions, core.bank))
     print(f'wrote {masks_dir}/<frame>.png and {mp4.path}')
+    if memory_log is not None:
+        print('wrote ' + ' and '.join(memory_log.write(args.output, 'memory_log', frame_names)))
 
 
 if __name__ == '__main__':

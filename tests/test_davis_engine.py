@@ -1,4 +1,5 @@
 """The DAVIS engine reproduces the published implementation's masks and quality scores."""
+import functools
 import json
 
 import numpy as np
@@ -7,17 +8,21 @@ import torch
 
 from inference_core import InferenceCore, propagate
 from util.image_io import read_label_mask, read_rgb
+from util.memory_log import MemoryLog
 from util.tensor_util import frame_to_tensor, labels_to_masks
 
 
+@functools.lru_cache(maxsize=None)   # blackswan takes a minute on CPU; tests/test_memory_log.py checks its log
 def run_golden(network, golden_dir, clip, km_sigma=None, golden_file='golden.npz'):
+    """Runs a golden clip with a memory log attached (so the golden results also hold with logging on)."""
     fixture = json.loads((golden_dir / 'fixture.json').read_text())
     golden = np.load(golden_dir / clip / golden_file)
     frames = sorted((golden_dir / clip / 'frames').glob('*.png'))[:fixture[clip]['frames']]
     labels, _ = read_label_mask(str(golden_dir / clip / 'masks' / '00000.png'))
     assert [int(o) for o in np.unique(labels) if o] == fixture[clip]['objects']
     core = InferenceCore(network, top_k=fixture['top_k'], mem_freq=fixture['mem_freq'],
-                         memory_thr=fixture[clip]['memory_thr'], km_sigma=km_sigma)
+                         memory_thr=fixture[clip]['memory_thr'], km_sigma=km_sigma,
+                         memory_log=MemoryLog(fixture[clip]['objects']))
     tensors = (frame_to_tensor(read_rgb(str(p))) for p in frames)
     masks, scores = [], []
     for out in propagate(core, tensors, labels_to_masks(labels, fixture[clip]['objects'])):

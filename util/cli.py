@@ -1,6 +1,7 @@
-"""Shared command-line plumbing: help format, device choice, memory-read flags, autocast."""
+"""Shared command-line plumbing: help format, device choice, memory flags, autocast."""
 import argparse
 import contextlib
+import importlib.util
 import sys
 import warnings
 
@@ -43,6 +44,26 @@ def add_memory_args(parser):
     parser.add_argument('--memory_policy', choices=['quality', 'recent'], default='quality',
                         help='quality: QDMN\'s quality-gated memory; recent: every due frame, oldest evicted '
                              '(the baseline of the paper\'s long-video comparison)')
+
+
+class _FlagNeedingMatplotlib(argparse.Action):
+    """A store_true flag that checks at parse time, before any compute, that matplotlib is installed
+    (it is imported only when the plot is drawn)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs['default'] = False   # argparse passes default=None for an option without one
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if importlib.util.find_spec('matplotlib') is None:
+            raise UserInputError(f'{option_string} needs matplotlib (pip install matplotlib==3.11.2)')
+        setattr(namespace, self.dest, True)
+
+
+def add_memory_log_arg(parser, where):
+    parser.add_argument('--save_memory_log', action=_FlagNeedingMatplotlib,
+                        help='write every frame\'s quality scores and memory decision as a CSV and a PNG plot '
+                             f'to {where}, once the video is complete (see README)')
 
 
 def memory_options(args):

@@ -1,4 +1,4 @@
-"""Output folders that are complete or absent: what makes evaluation runs resumable."""
+"""Output folders and files that are complete or absent: what makes evaluation runs resumable."""
 import contextlib
 import os
 import shutil
@@ -53,3 +53,20 @@ def atomic_folder(final):
         raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yields a hidden temporary path beside `path` that replaces it when the block ends normally.
+
+    On an error the temporary file is removed: `path` is complete or untouched. The caller
+    creates the file (not mkstemp, whose files are private to the owner), so the umask applies.
+    """
+    tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.{os.getpid()}.partial')
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
