@@ -10,7 +10,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from model.checkpoint import build_network
 from util.cli import precision
 
-# Stays fp32 under bf16: its scores are compared with the memory gate's threshold.
+# Under bf16: the ResNet trunks run wholly in bf16; the quality head stays fp32 (its scores are
+# compared with the memory gate's threshold); every other convolution is a Bf16Conv2d.
+BF16_TRUNKS = ('rgb_encoder', 'mask_rgb_encoder')
 FP32_MODULES = ('score',)
 
 
@@ -31,12 +33,30 @@ def fold_batchnorm(module):
     return module
 
 
+class Bf16Module(nn.Module):
+    """Runs `module` wholly in bfloat16 (weights, activations, residual sums); inputs are cast
+    to bf16 and outputs back to fp32.
+
+    For the ResNet trunks: memory-bound at 1/4 resolution, they gain most
+    from half-size activations, and their rounding costs the golden masks least.
+    """
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module.to(torch.bfloat16)
+
+    def forward(self, *inputs):
+        out = self.module(*(x.to(torch.bfloat16) for x in inputs))
+        return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+
+
 class Bf16Conv2d(nn.Conv2d):
     """A convolution computed in bfloat16 (weights stored so) that returns fp32.
 
-    Only the convolution's inputs are rounded: residual sums, activations
-    and everything outside the convolutions stay fp32, which keeps the
-    golden masks where plain bf16 autocast (every activation bf16) does not.
+    Only the convolution's inputs and output are rounded: residual sums,
+    activations and everything else stay fp32. In the key/value projections,
+    ASPP and decoder this keeps the golden masks where bf16 activations
+    (plain bf16 autocast) do not.
     """
 
     @classmethod
@@ -54,16 +74,25 @@ class Bf16Conv2d(nn.Conv2d):
         return self._conv_forward(x.to(torch.bfloat16), self.weight, self.bias).float()
 
 
-def bf16_convolutions(module, keep_fp32=FP32_MODULES):
-    """Replaces every Conv2d outside the `keep_fp32` children by a Bf16Conv2d."""
+def bf16_convolutions(module):
+    """Replaces every Conv2d of `module` by a Bf16Conv2d."""
     for name, child in module.named_children():
-        if name in keep_fp32:
-            continue
         if type(child) is nn.Conv2d:
             setattr(module, name, Bf16Conv2d.from_conv(child))
         else:
-            bf16_convolutions(child, keep_fp32=())
+            bf16_convolutions(child)
     return module
+
+
+def to_bf16(network):
+    """The CPU --amp network: trunks in bf16, the quality head in fp32, other convolutions Bf16Conv2d."""
+    for name, child in network.named_children():
+        if name in BF16_TRUNKS:
+            setattr(network, name, Bf16Module(child))
+        elif name not in FP32_MODULES:
+            setattr(network, name, Bf16Conv2d.from_conv(child) if type(child) is nn.Conv2d
+                    else bf16_convolutions(child))
+    return network
 
 
 def optimize_for_inference(network, bf16=False):
@@ -72,7 +101,7 @@ def optimize_for_inference(network, bf16=False):
     convolutions in bfloat16 (CPU --amp; see util.cli.precision)."""
     network = fold_batchnorm(network.eval())
     if bf16:
-        network = bf16_convolutions(network)
+        network = to_bf16(network)
     return network.to(memory_format=torch.channels_last)
 
 

@@ -138,10 +138,10 @@ def test_youtube_log_per_pass_with_labelled_frames_and_a_shifted_start(tmp_path)
 
 
 @pytest.fixture
-def built_once(network, monkeypatch):
+def built_once(inference_net, monkeypatch):
     """The CLIs get the session's network instead of loading the checkpoint again (seconds per run)."""
     for module in (eval_davis, eval_youtube, segment_video):
-        monkeypatch.setattr(module, 'build_network', lambda path, device: network)
+        monkeypatch.setattr(module, 'inference_network', lambda path, device, amp=False: (inference_net, 'fp32'))
 
 
 @pytest.fixture(scope='module')

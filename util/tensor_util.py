@@ -57,4 +57,6 @@ def probs_to_labels(prob, size=None):
     """(K+1,1,h,w) probabilities -> HxW uint8 argmax (0 = background), resized bilinearly first."""
     if size is not None and tuple(size) != tuple(prob.shape[-2:]):
         prob = F.interpolate(prob.float(), size=size, mode='bilinear', align_corners=False)
-    return prob[:, 0].argmax(0).to(torch.uint8).cpu().numpy()
+    # max().indices, not argmax(): the same first-maximum answer, but CPU argmax over the leading
+    # dimension is 40x slower here (50 ms per 480p frame)
+    return prob[:, 0].max(0).indices.to(torch.uint8).cpu().numpy()
