@@ -53,11 +53,12 @@ def state_dict_mismatch(network, state_dict):
     return problems
 
 
-def load_network(network, state_dict, source='checkpoint'):
+def load_network(network, state_dict, source='checkpoint', assign=False):
+    """Strict load; `assign` makes the network use the state dict's tensors instead of copying them."""
     problems = state_dict_mismatch(network, state_dict)
     if problems:
         raise UserInputError(f'{source}: does not match the QDMN architecture ({"; ".join(problems)})')
-    network.load_state_dict(state_dict, strict=True)
+    network.load_state_dict(state_dict, strict=True, assign=assign)
     return network
 
 
@@ -83,4 +84,5 @@ def build_network(path, device='cpu'):
     single_object = conv1 is not None and conv1.dim() == 4 and conv1.shape[1] == 4
     with random_init_skipped():
         network = QDMN(single_object=single_object)
-    return load_network(network, state_dict, source=path).to(device).eval()
+    # assign: the checkpoint's tensors become the weights, so they are in memory once, not twice
+    return load_network(network, state_dict, source=path, assign=True).to(device).eval()
