@@ -172,6 +172,7 @@ def test_eval_davis_writes_logs_beside_the_masks_only_with_the_flag(small_davis,
         assert_png(out / 'memory_log' / f'{video}.png')
         assert_umask_mode(out / 'memory_log' / f'{video}.csv')
         assert_umask_mode(out / 'memory_log' / f'{video}.png')
+        assert_umask_mode(out / video / '00001.png')   # the masks too
 
     code, err = run_cli(eval_davis_2016, argv + ['--output', plain], monkeypatch, capsys)
     assert code == 0, err

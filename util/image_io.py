@@ -1,11 +1,11 @@
 """Reading frames and masks, writing palette PNGs atomically, all with clear errors."""
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
 
 from util.errors import UserInputError
+from util.output import atomic_file
 from util.palette import DAVIS_PALETTE
 
 
@@ -48,13 +48,5 @@ def write_palette_png(path, labels, palette=DAVIS_PALETTE):
     """Writes a uint8 label map as a palette PNG; the file appears whole or not at all."""
     img = Image.fromarray(labels.astype(np.uint8), mode='P')
     img.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
-    folder = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            img.save(f, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        img.save(tmp, format='PNG')
