@@ -8,6 +8,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from model.checkpoint import build_network
+from util.allocator import keep_freed_activations
 from util.cli import precision
 
 # Under bf16: the ResNet trunks run wholly in bf16; the quality head stays fp32 (its scores are
@@ -109,9 +110,12 @@ def inference_network(path, device, amp=False):
     """The checkpoint at `path` built and optimised for inference on `device`; returns (network, precision).
 
     precision is util.cli.precision's: with --amp, 'fp16' (the caller's autocast) on CUDA,
-    'bf16' convolutions on a CPU that has them natively, else 'fp32'.
+    'bf16' convolutions on a CPU that has them natively, else 'fp32'. On the CPU it also
+    keeps freed activations in the process (util.allocator).
     """
     mode = precision(device, amp)
+    if device.type == 'cpu':
+        keep_freed_activations()
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True  # one shape per video: the tuned kernels are reused every frame
     return optimize_for_inference(build_network(path, device), bf16=mode == 'bf16'), mode
