@@ -10,7 +10,9 @@ the network's calls: query encoder (with the gated key/value projection),
 memory read, ASPP + decoder, memory encoder (with the quality head); "other"
 is the rest of the wall time of the main thread (aggregation, memory bank,
 argmax, waiting for a frame). Decoding and writing run in their own threads
-and overlap the network; their own times are listed separately.
+and overlap the network; their own times are listed separately. faults/f
+is the process's minor page faults per frame (memory handed back to the
+system and faulted in again: util/allocator.py keeps it near 0 on glibc).
 
 Without --davis the frames are synthetic (ellipses drifting over a texture,
 written once as a DAVIS tree) and every due frame passes the quality gate
@@ -119,16 +121,18 @@ def worker(args):
     engine_args = dict(top_k=args.top_k, mem_freq=args.mem_freq, quality_thr=args.quality_thr,
                        memory_thr=args.memory_thr)
     with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
+        start, faults = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         frames = sum(1 for _ in eval_davis.segment_video(net, video, os.path.join(out, video_name), device,
                                                           args.amp, engine_args))
         wall = time.perf_counter() - start
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     main_stages = sum(v for k, v in totals.items() if not k.endswith('*'))
     totals['other'] = wall - main_stages
     core = RecordingCore.instances[-1]
     print(json.dumps({
         'frames': frames, 'precision': mode, 'wall': wall, 'fps': frames / wall, 'stages': totals,
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'page_faults': faults,
         'memory_entries': len(core.bank.entries()), 'decisions': core.decisions}))
 
 
@@ -147,7 +151,7 @@ def run(args, frames, amp):
 def print_row(r):
     stages = ' '.join(f"{r['stages'].get(s, 0.0) / r['frames'] * 1000:7.0f}" for s in ORDER)
     print(f"{r['frames']:6d}  {r['precision']:>4s}  {r['fps']:6.2f}  {r['wall']:8.1f}  {stages}  "
-          f"{r['peak_rss_mb']:7.0f}  {r['memory_entries']:3d}  {r['decisions']}", flush=True)
+          f"{r['peak_rss_mb']:7.0f}  {r['page_faults'] / r['frames']:8.0f}  {r['memory_entries']:3d}  {r['decisions']}", flush=True)
 
 
 def main():
@@ -187,7 +191,7 @@ def main():
         print(f'load average {os.getloadavg()[0]:.2f} (measure on an idle machine); torch threads '
               f'{torch.get_num_threads()}; times in ms per frame')
         print(' frames  prec     FPS   wall s  ' + ' '.join(f'{s:>7s}' for s in ORDER)
-              + '  RSS MB  mem  decisions')
+              + '  RSS MB  faults/f  mem  decisions')
         rows = []
         for n in args.frames:
             for p in args.precisions:
