@@ -68,7 +68,7 @@ def test_bf16_reproduces_golden_bike_foreground(bf16_net, network, shared_dir):
     With the synthetic weights the two objects' logits differ by less than
     0.01 on 98 % of bike's pixels (median 0.003): below bf16's resolution, so
     any bf16 step (even the query encoder alone) relabels a quarter of them.
-    fp32 keeps them (>= 99.98 %), and real weights separate objects by far more.
+    fp32 keeps them (>= 99.98 %); trained weights should separate objects by far more.
     The premise is checked here, so the test says so if the fixture changes.
     """
     golden_dir = shared_dir / 'reference' / 'golden'
