@@ -10,6 +10,8 @@ import progressbar.fast  # noqa: F401
 import pytest
 import torch
 
+from util.errors import UserInputError
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('QDMN_SHARED', REPO.parent / 'shared'))
 GOLDEN = SHARED / 'reference' / 'golden'
@@ -63,3 +65,18 @@ def inference_net(synthetic_state_dict):
     """The fp32 network as the CLIs run it: BatchNorm folded, channels-last (model.inference_mode)."""
     from model.inference_mode import optimize_for_inference
     return optimize_for_inference(_loaded_network(synthetic_state_dict))
+
+
+@pytest.fixture
+def failing_on_call():
+    """Wraps a function so that its n-th call raises a UserInputError: a disk that fills up mid-run."""
+    def wrap(function, n):
+        calls = []
+
+        def failing(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == n:
+                raise UserInputError('disk full (simulated)')
+            return function(*args, **kwargs)
+        return failing
+    return wrap

@@ -213,7 +213,7 @@ def test_eval_youtube_log_starts_at_the_first_annotation_and_stays_out_of_the_zi
 
 
 def test_segment_video_log_beside_masks_and_none_after_a_failure(synthetic_checkpoint, built_once, tmp_path, capsys,
-                                                                 monkeypatch):
+                                                                 monkeypatch, failing_on_call):
     frames = tmp_path / 'frames'
     frames.mkdir()
     rng = np.random.default_rng(0)
@@ -225,15 +225,7 @@ def test_segment_video_log_beside_masks_and_none_after_a_failure(synthetic_check
             '--mem_freq', 2, '--save_memory_log']
 
     real_write = segment_video.write_palette_png
-    calls = []
-
-    def failing_write(*args):
-        calls.append(args)
-        if len(calls) == 3:
-            raise UserInputError('disk full (simulated)')
-        real_write(*args)
-
-    monkeypatch.setattr(segment_video, 'write_palette_png', failing_write)
+    monkeypatch.setattr(segment_video, 'write_palette_png', failing_on_call(real_write, 3))
     code, _, err = run_segment_video(argv, capsys)
     assert code == 2 and not out.exists()   # no log of an unfinished video
     monkeypatch.setattr(segment_video, 'write_palette_png', real_write)

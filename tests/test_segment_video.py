@@ -318,7 +318,7 @@ def test_mp4_writer_pads_odd_sizes_and_publishes_only_complete_files(tmp_path):
 
 
 def test_output_is_complete_or_absent_and_a_rerun_says_what_it_does(synthetic_checkpoint, tmp_path, capsys,
-                                                                       monkeypatch):
+                                                                       monkeypatch, failing_on_call):
     frames = tmp_path / 'frames'
     frames.mkdir()
     rng = np.random.default_rng(0)
@@ -330,15 +330,7 @@ def test_output_is_complete_or_absent_and_a_rerun_says_what_it_does(synthetic_ch
 
     # a failure after two frames leaves nothing that looks finished
     real_write = segment_video.write_palette_png
-    calls = []
-
-    def failing_write(*args):
-        calls.append(args)
-        if len(calls) == 3:
-            raise UserInputError('disk full (simulated)')
-        real_write(*args)
-
-    monkeypatch.setattr(segment_video, 'write_palette_png', failing_write)
+    monkeypatch.setattr(segment_video, 'write_palette_png', failing_on_call(real_write, 3))
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and 'disk full' in err
     assert not out.exists()
