@@ -20,7 +20,7 @@ from conftest import REPO
 from inference_core import InferenceCore, propagate
 from test_davis_engine import run_golden
 from test_eval_davis_cli import VIDEOS, make_davis, run_cli
-from test_segment_video import run_cli as run_segment_video, save_palette_png
+from test_segment_video import run_cli as run_segment_video, save_palette_png, write_noise_frames
 from test_youtube import ScriptedNet, _labels, _run, build_tree, run_eval
 from util.errors import UserInputError
 from util.memory_log import MemoryLog
@@ -214,11 +214,7 @@ def test_eval_youtube_log_starts_at_the_first_annotation_and_stays_out_of_the_zi
 
 def test_segment_video_log_beside_masks_and_none_after_a_failure(synthetic_checkpoint, built_once, tmp_path, capsys,
                                                                  monkeypatch, failing_on_call):
-    frames = tmp_path / 'frames'
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(frames / f'{i:05d}.png')
+    frames = write_noise_frames(tmp_path / 'frames', 4)
     mask = save_palette_png(tmp_path / 'mask.png', np.pad(np.full((20, 30), 6, np.uint8), ((20, 24), (30, 36))))
     out = tmp_path / 'out'
     argv = ['--video', frames, '--mask', mask, '--output', out, '--model', synthetic_checkpoint, '--device', 'cpu',

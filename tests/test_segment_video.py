@@ -198,6 +198,15 @@ def test_help_is_clean():
         assert option in result.stdout
 
 
+def write_noise_frames(folder, count, size=(64, 96)):
+    """`count` frames of seeded noise, 00000.png on."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f'{i:05d}.png')
+    return folder
+
+
 def write_frames(folder, sizes):
     folder.mkdir()
     for i, (h, w) in enumerate(sizes):
@@ -319,11 +328,7 @@ def test_mp4_writer_pads_odd_sizes_and_publishes_only_complete_files(tmp_path):
 
 def test_output_is_complete_or_absent_and_a_rerun_says_what_it_does(synthetic_checkpoint, tmp_path, capsys,
                                                                        monkeypatch, failing_on_call):
-    frames = tmp_path / 'frames'
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(frames / f'{i:05d}.png')
+    frames = write_noise_frames(tmp_path / 'frames', 4)
     mask = save_palette_png(tmp_path / 'mask.png', np.pad(np.ones((20, 30), np.uint8), ((20, 24), (30, 36))))
     out = tmp_path / 'out'
     argv = ['--video', frames, '--mask', mask, '--output', out, '--model', synthetic_checkpoint, '--device', 'cpu']
