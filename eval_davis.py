@@ -18,7 +18,7 @@ from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
-                      autocast, memory_options)
+                      autocast, float_arg, int_arg, memory_options)
 from util.distributed import add_launcher_args, eval_processes, is_main_process
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main
@@ -34,9 +34,12 @@ def add_common_args(parser):
                         help='checkpoint (s012 is downloaded to the default path when missing)')
     parser.add_argument('--output', required=True, help='folder for <video>/<frame>.png')
     add_memory_args(parser)
-    parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
-    parser.add_argument('--memory_thr', type=int, default=20, help='capacity of the propagated memory')
-    parser.add_argument('--quality_thr', type=float, default=0.8, help='relative quality a frame needs to be stored')
+    parser.add_argument('--mem_freq', type=int_arg('--mem_freq', 1), default=5,
+                        help='minimum frame gap between stored memory frames')
+    parser.add_argument('--memory_thr', type=int_arg('--memory_thr', 0), default=20,
+                        help='capacity of the propagated memory')
+    parser.add_argument('--quality_thr', type=float_arg('--quality_thr'), default=0.8,
+                        help='relative quality a frame needs to be stored')
     parser.add_argument('--evaluate', action='store_true', help='score the results with J&F when ground truth exists')
     parser.add_argument('--sparse', action='store_true', help='with --evaluate: ground truth on some frames only '
                         '(long videos): score every annotated frame but the first')
@@ -113,7 +116,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('--davis', default='data/DAVIS/2017',
                         help='DAVIS-2017 root: the folder holding trainval/ and test-dev/, or one of them')
-    parser.add_argument('--split', choices=['val', 'testdev'], default='val')
+    parser.add_argument('--split', choices=['val', 'testdev'], default='val',
+                        help='val (scored with --evaluate) or testdev (for the evaluation server)')
     add_common_args(parser)
     args = parser.parse_args()
     if args.sparse and not args.evaluate:

@@ -22,7 +22,7 @@ from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
-                      autocast, memory_options)
+                      autocast, float_arg, int_arg, memory_options, short_side_arg)
 from util.distributed import add_launcher_args, eval_processes
 from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
@@ -35,20 +35,21 @@ from util.video_runs import segment_share
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('--yv', default='data/YouTube', help='YouTube-VOS root (holding valid/, test/, all_frames/)')
-    parser.add_argument('--split', choices=['valid', 'test'], default='valid')
+    parser.add_argument('--split', choices=['valid', 'test'], default='valid', help='the release to segment')
     parser.add_argument('--output', required=True, help='folder for Annotations/<video>/<frame>.png; '
                                                         'the zip is written next to it as <output>.zip')
     parser.add_argument('--model', default=DEFAULT_MODEL,
                         help='checkpoint (s012 is downloaded to the default path when missing)')
-    parser.add_argument('--size', type=int, default=480,
+    parser.add_argument('--size', type=short_side_arg, default=480,
                         help='short side frames are processed at (-1: original size)')
     add_memory_args(parser)
-    parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
+    parser.add_argument('--mem_freq', type=int_arg('--mem_freq', 1), default=5,
+                        help='minimum frame gap between stored memory frames')
     # The published YouTube-VOS settings: its videos are shorter, sparser (every 5th frame scored) and
     # show more objects, so a smaller memory and a laxer gate than DAVIS's 20 / 0.8 work best there.
-    parser.add_argument('--memory_thr', type=int, default=10,
+    parser.add_argument('--memory_thr', type=int_arg('--memory_thr', 0), default=10,
                         help='capacity of the propagated memory of each pass (published for YouTube-VOS; DAVIS: 20)')
-    parser.add_argument('--quality_thr', type=float, default=0.75,
+    parser.add_argument('--quality_thr', type=float_arg('--quality_thr'), default=0.75,
                         help='relative quality a frame needs to be stored (published for YouTube-VOS; DAVIS: 0.8)')
     add_memory_log_arg(parser, '<output>/memory_log/<video>.csv and .png (not in the zip)')
     add_skip_bad_videos_arg(parser)

@@ -28,8 +28,8 @@ from inference_core_yv import InferenceCoreYV, propagate_yv
 from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, autocast,
-                      memory_options, peak_memory, resolve_device)
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, autocast, float_arg, int_arg,
+                      memory_options, peak_memory, resolve_device, short_side_arg)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument('--output', required=True, help='folder for masks/<frame>.png and overlay.mp4')
     parser.add_argument('--model', default=DEFAULT_MODEL,
                         help='checkpoint (s012 is downloaded to the default path when missing)')
-    parser.add_argument('--size', type=int, default=480,
+    parser.add_argument('--size', type=short_side_arg, default=480,
                         help='process at this short side when the video is larger (-1: full size); '
                              'masks are written at the video size')
     parser.add_argument('--resize_mask', action='store_true',
@@ -59,10 +59,12 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='segment again even when --output already holds a complete result')
     parser.add_argument('--side_by_side', action='store_true', help='overlay.mp4 shows the frame next to the overlay')
-    parser.add_argument('--fps', type=float, help='frame rate of overlay.mp4 (default: the video\'s own, '
+    parser.add_argument('--fps', type=float_arg('--fps', low=0.1),
+                        help='frame rate of overlay.mp4 (default: the video\'s own, '
                                                   f'{FOLDER_FPS} for a frame folder)')
     add_memory_args(parser)
-    parser.add_argument('--mem_freq', type=int, default=5, help='minimum frame gap between stored memory frames')
+    parser.add_argument('--mem_freq', type=int_arg('--mem_freq', 1), default=5,
+                        help='minimum frame gap between stored memory frames')
     add_memory_log_arg(parser, '<output>/memory_log.csv and .png')
     add_device_args(parser)
     return parser.parse_args(argv)

@@ -41,6 +41,8 @@ import datasets.davis_test_dataset as reader  # noqa: E402
 from datasets.davis_test_dataset import DAVISTestDataset  # noqa: E402
 from model.inference_mode import inference_network, optimize_for_inference  # noqa: E402
 from model.network import QDMN  # noqa: E402
+from util.cli import HelpFormatter, float_arg, int_arg, top_k_arg  # noqa: E402
+from util.errors import run_main  # noqa: E402
 from util.palette import DAVIS_PALETTE  # noqa: E402
 
 # network call -> stage; 'decode*' and 'write*' are the I/O threads' own times
@@ -155,22 +157,26 @@ def print_row(r):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--frames', type=int, nargs='+', default=[50, 400], help='video lengths to run')
-    parser.add_argument('--precisions', nargs='+', choices=['fp32', 'amp'], default=['fp32', 'amp'])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument('--frames', type=int_arg('--frames', 2), nargs='+', default=[50, 400],
+                        help='video lengths to run')
+    parser.add_argument('--precisions', nargs='+', choices=['fp32', 'amp'], default=['fp32', 'amp'],
+                        help='fp32 and/or --amp runs')
     parser.add_argument('--davis', help='DAVIS root with real frames (default: a synthetic video)')
     parser.add_argument('--video', help='video of --davis (its first --frames frames are used)')
     parser.add_argument('--imset', default='2016/val.txt', help='image set of --davis listing --video')
-    parser.add_argument('--height', type=int, default=240, help='synthetic frame height')
-    parser.add_argument('--width', type=int, default=432, help='synthetic frame width')
-    parser.add_argument('--objects', type=int, default=2, help='objects of the synthetic video')
+    parser.add_argument('--height', type=int_arg('--height', 32), default=240, help='synthetic frame height')
+    parser.add_argument('--width', type=int_arg('--width', 32), default=432, help='synthetic frame width')
+    parser.add_argument('--objects', type=int_arg('--objects', 1), default=2, help='objects of the synthetic video')
     parser.add_argument('--model', help='checkpoint (default: a randomly initialised network, same compute)')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--top_k', type=int, default=50)
-    parser.add_argument('--mem_freq', type=int, default=5)
-    parser.add_argument('--memory_thr', type=int, default=20)
-    parser.add_argument('--quality_thr', type=float, help='default: -1 (every due frame stored) on the synthetic '
-                                                          'video, 0.8 on real frames')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
+    parser.add_argument('--mem_freq', type=int_arg('--mem_freq', 1), default=5,
+                        help='minimum frame gap between stored memory frames')
+    parser.add_argument('--memory_thr', type=int_arg('--memory_thr', 0), default=20,
+                        help='capacity of the propagated memory')
+    parser.add_argument('--quality_thr', type=float_arg('--quality_thr'),
+                        help='default: -1 (every due frame stored) on the synthetic video, 0.8 on real frames')
     parser.add_argument('--amp', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--worker', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,4 +217,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import importlib.util
+import math
 import sys
 import warnings
 
@@ -11,7 +12,13 @@ from util.errors import UserInputError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's layout and shows every option's default."""
+    """Keeps the description's layout and shows every option's default, unless its help already
+    says what the default is (a default of None means "see the help")."""
+
+    def _get_help_string(self, action):
+        if action.default is None or 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_device_args(parser):
@@ -28,9 +35,55 @@ def add_skip_bad_videos_arg(parser):
                              'and exit with code 2 (default: refuse to start while any video is bad)')
 
 
+# Numeric flags: argparse type functions that refuse numbers nobody meant (--size -5, --top_k 0,
+# --quality_thr nan) with one `error:` line (a UserInputError passes through argparse unchanged).
+
+MIN_SIZE = 32   # two feature cells at the network's stride of 16: anything smaller segments nothing
+
+
+def int_arg(flag, at_least, special=None, special_means=''):
+    """Type of an integer flag: at least `at_least`, or the documented `special` value (e.g. -1: full size)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise UserInputError(f'{flag} {text}: not an integer') from None
+        if value < at_least and value != special:
+            allowed = f'an integer >= {at_least}' + ('' if special is None else f', or {special} ({special_means})')
+            raise UserInputError(f'{flag} {text}: must be {allowed}')
+        return value
+    return parse
+
+
+def float_arg(flag, low=-math.inf, high=math.inf):
+    """Type of a float flag: a finite number in [low, high]."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserInputError(f'{flag} {text}: not a number') from None
+        if not math.isfinite(value) or not low <= value <= high:
+            bounds = ' and '.join(b for b in (f'>= {low}' if low > -math.inf else '',
+                                              f'<= {high}' if high < math.inf else '') if b)
+            raise UserInputError(f'{flag} {text}: must be a finite number' + (f' {bounds}' if bounds else ''))
+        return value
+    return parse
+
+
+short_side_arg = int_arg('--size', MIN_SIZE, special=-1, special_means='full size')
+
+
 def top_k_arg(text):
-    """--top_k value: an integer, or "none" for a dense read of every memory pixel."""
-    return None if text.lower() == 'none' else int(text)
+    """--top_k value: an integer >= 1, or "none" for a dense read of every memory pixel."""
+    if text.lower() == 'none':
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserInputError(f'--top_k {text}: not an integer or "none"') from None
+    if value < 1:
+        raise UserInputError(f'--top_k {text}: must be an integer >= 1, or "none" (read every memory pixel)')
+    return value
 
 
 def add_memory_args(parser):
