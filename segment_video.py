@@ -3,7 +3,8 @@
     python segment_video.py --video clip.mp4 --mask first_frame.png --output out/
 
 --video is a video file (mp4, avi, mov, ...) or a folder of frames. The mask is
-a palette PNG (one index per object, 255 = unlabelled) or a binary PNG (0/255)
+an index PNG (palette, greyscale or 16-bit: one id per object, 255 = unlabelled),
+a binary PNG (0/255) or a colour PNG (each colour an object, black background)
 at the video's size. With --mask_dir, <frame>.png files annotate several frames
 (frame names are the image stems of a folder, 00000, 00001, ... for a video
 file); objects may first appear on any of them, as in YouTube-VOS, and frames
@@ -32,7 +33,7 @@ from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memor
                       memory_options, peak_memory, resolve_device, short_side_arg)
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
-from util.image_io import read_label_mask, write_palette_png
+from util.image_io import check_has_object, read_label_mask, write_palette_png
 from util.memory_log import MemoryLog
 from util.overlay import Mp4Writer, blend, side_by_side
 from util.output import atomic_folder, partial_folder
@@ -79,14 +80,13 @@ def processing_size(video_size, short_side):
 def load_mask(path, video_size, resize):
     """Label map at the video size and the file's palette; refuses empty and (unless `resize`) mis-sized masks."""
     labels, palette = read_label_mask(path)
+    check_has_object(path, labels)
     labels = np.where(labels == VOID, 0, labels).astype(np.uint8)  # 255 = unlabelled, as in DAVIS/YouTube-VOS
     if labels.shape != tuple(video_size):
         if not resize:
             raise UserInputError(f'{path}: mask is {labels.shape[1]}x{labels.shape[0]} but the video is '
                                  f'{video_size[1]}x{video_size[0]} (pass --resize_mask to resize it)')
         labels = resize_labels(labels, video_size)
-    if not labels.any():
-        raise UserInputError(f'{path}: the mask contains no object (every pixel is 0)')
     return labels, palette
 
 

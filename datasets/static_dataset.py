@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from datasets.transforms import StaticTransform, normalise, to_tensors
 from util.errors import UserInputError
-from util.image_io import read_label_mask, read_rgb
+from util.image_io import read_binary_mask, read_rgb
 
 NUM_FRAMES = 3
 # Redraws of a sample whose first view lost the object (the memory would hold nothing).
@@ -50,7 +50,7 @@ class StaticDataset(Dataset):
 
     def __getitem__(self, idx):
         jpg, png = self.pairs[idx]
-        image, mask = to_tensors(read_rgb(jpg), (read_label_mask(png)[0] > 0).astype('uint8'))
+        image, mask = to_tensors(read_rgb(jpg), read_binary_mask(png))
         if image.shape[-2:] != mask.shape[-2:]:
             raise UserInputError(f'{png}: mask size {tuple(mask.shape)} differs from the image\'s '
                                  f'{tuple(image.shape[-2:])}')

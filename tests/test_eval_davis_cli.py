@@ -135,7 +135,7 @@ def corrupt_first_mask_empty(root):
 
 def corrupt_mask_size(root):
     path = root / 'Annotations' / '480p' / 'blackswan' / '00000.png'
-    Image.fromarray(np.full((240, 427), 255, np.uint8)).save(path)
+    Image.fromarray(np.pad(np.full((120, 427), 255, np.uint8), ((0, 120), (0, 0)))).save(path)   # binary 0/255
 
 
 def corrupt_frame_size(root):
