@@ -9,6 +9,7 @@ import os
 import re
 import sys
 
+import util.ffmpeg_quiet  # noqa: F401  (before OpenCV first uses FFmpeg)
 import cv2
 from PIL import Image
 
@@ -51,7 +52,8 @@ class VideoFile:
     """Any container/codec OpenCV's FFmpeg backend decodes (mp4, avi, mov, ...).
 
     Frames are named 00000, 00001, ... in decoding order. The frame count is
-    the container's (it can be approximate), used only for the progress bar.
+    the container's: a decoder that stops before it has met a damaged or
+    truncated file, which is an error (never a silently shorter result).
     """
 
     def __init__(self, path):
@@ -86,16 +88,23 @@ class VideoFile:
 
     def __iter__(self):
         capture = cv2.VideoCapture(self.path)
+        index = 0
         try:
-            index = 0
             while True:
-                ok, bgr = capture.read()
+                try:
+                    ok, bgr = capture.read()
+                except cv2.error as e:
+                    raise UserInputError(f'{self.path}: cannot decode frame {index} ({str(e).strip().splitlines()[-1]})'
+                                         ) from None
                 if not ok:
-                    return
+                    break
                 yield self.frame_name(index), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 index += 1
         finally:
             capture.release()
+        if self.num_frames is not None and index < self.num_frames:
+            raise UserInputError(f'{self.path}: cannot decode frame {index} of the {self.num_frames} the video '
+                                 'announces (damaged or truncated file)')
 
 
 class FrameFolder:

@@ -1,6 +1,7 @@
 """Masks drawn on frames, and a streaming mp4 writer that only publishes complete files."""
 import os
 
+import util.ffmpeg_quiet  # noqa: F401  (before OpenCV first uses FFmpeg)
 import cv2
 import numpy as np
 
