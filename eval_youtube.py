@@ -28,7 +28,7 @@ from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
 from util.memory_log import MemoryLog
-from util.output import atomic_folder, check_writable, is_complete
+from util.output import atomic_file, atomic_folder, check_writable, is_complete
 from util.video_runs import segment_share
 
 
@@ -83,15 +83,13 @@ def segment_video(network, video, out_folder, device, amp, engine_args, log_fold
 
 
 def write_zip(output, expected):
-    """<output>.zip with Annotations/<video>/<frame>.png; written under a temp name, then renamed."""
+    """<output>.zip with Annotations/<video>/<frame>.png; complete or absent (util.output.atomic_file)."""
     path = output + '.zip'
-    tmp = path + '.partial'
-    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:   # PNGs are compressed already
+    with atomic_file(path) as tmp, zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:   # PNGs: compressed already
         for video, frames in expected.items():
             for f in frames:
                 arcname = f'Annotations/{video}/{f}.png'
                 z.write(os.path.join(output, arcname), arcname)
-    os.replace(tmp, path)
     return path
 
 

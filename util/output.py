@@ -43,16 +43,27 @@ def atomic_folder(final):
     parent = os.path.dirname(final) or '.'
     created_parent = not os.path.isdir(parent)
     shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
     try:
-        yield partial
-    except BaseException:
+        os.makedirs(partial)
+    except OSError as e:
+        raise write_error(final, e) from None
+
+    def remove_partial():
         shutil.rmtree(partial, ignore_errors=True)
         if created_parent and not os.listdir(parent):  # leave no empty output folder behind
             os.rmdir(parent)
+
+    try:
+        yield partial
+    except BaseException:
+        remove_partial()
         raise
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
+    try:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+    except OSError as e:
+        remove_partial()
+        raise write_error(final, e) from None
 
 
 @contextlib.contextmanager
@@ -66,7 +77,14 @@ def atomic_file(path):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
+
+
+def write_error(path, error):
+    """The UserInputError of an output that could not be written (a full disk, a read-only folder, ...)."""
+    return UserInputError(f'{path}: cannot write ({error.strerror or error}); nothing of it was kept')

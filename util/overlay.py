@@ -52,12 +52,44 @@ class Mp4Writer:
         self.frames += 1
 
     def close(self, complete=True):
+        """Publishes the video when `complete` and it reads back whole; else removes it.
+
+        OpenCV's writer reports no failed write (a full disk leaves a truncated,
+        unplayable file), so the finished file is read back: the container must
+        announce every frame written and its last frame must decode.
+        """
         if self.writer is not None:
             self.writer.release()
-        if complete and self.frames:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
+        problem = self.read_back_problem() if complete and self.frames else None
+        if complete and self.frames and problem is None:
+            try:
+                os.replace(self.tmp, self.path)
+                return
+            except OSError as e:
+                problem = e.strerror
+        if os.path.exists(self.tmp):
             os.remove(self.tmp)
+        if problem is not None:
+            raise UserInputError(f'{self.path}: cannot write the video ({problem}); nothing of it was kept')
+
+    def read_back_problem(self):
+        """None when the written file holds every frame, else what is wrong with it."""
+        if not os.path.isfile(self.tmp):
+            return 'no file was written'
+        capture = cv2.VideoCapture(self.tmp)
+        try:
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+            capture.set(cv2.CAP_PROP_POS_FRAMES, self.frames - 1)
+            last_readable = count == self.frames and capture.read()[0]
+        finally:
+            capture.release()
+        if last_readable:
+            return None
+        if hasattr(os, 'statvfs'):   # Unix
+            stats = os.statvfs(os.path.dirname(os.path.abspath(self.tmp)))
+            if stats.f_bavail * stats.f_frsize < 2**20:
+                return 'no space left on the device'
+        return f'it reads back as {count} of {self.frames} frames'
 
     def __enter__(self):
         return self
