@@ -31,7 +31,8 @@ from util.video_runs import segment_share
 
 def add_common_args(parser):
     parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help='checkpoint (s012 is downloaded to the default path when missing)')
+                        help='checkpoint (s012 is downloaded to the default path when missing), or "synthetic": '
+                             'random weights for an offline dry run, meaningless masks')
     parser.add_argument('--output', required=True, help='folder for <video>/<frame>.png')
     add_memory_args(parser)
     parser.add_argument('--mem_freq', type=int_arg('--mem_freq', 1), default=5,

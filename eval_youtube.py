@@ -39,7 +39,8 @@ def parse_args(argv=None):
     parser.add_argument('--output', required=True, help='folder for Annotations/<video>/<frame>.png; '
                                                         'the zip is written next to it as <output>.zip')
     parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help='checkpoint (s012 is downloaded to the default path when missing)')
+                        help='checkpoint (s012 is downloaded to the default path when missing), or "synthetic": '
+                             'random weights for an offline dry run, meaningless masks')
     parser.add_argument('--size', type=short_side_arg, default=480,
                         help='short side frames are processed at (-1: original size)')
     add_memory_args(parser)

@@ -51,7 +51,8 @@ def parse_args(argv=None):
     annotation.add_argument('--mask_dir', help='folder of <frame>.png annotations; objects may enter on any of them')
     parser.add_argument('--output', required=True, help='folder for masks/<frame>.png and overlay.mp4')
     parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help='checkpoint (s012 is downloaded to the default path when missing)')
+                        help='checkpoint (s012 is downloaded to the default path when missing), or "synthetic": '
+                             'random weights for an offline dry run, meaningless masks')
     parser.add_argument('--size', type=short_side_arg, default=480,
                         help='process at this short side when the video is larger (-1: full size); '
                              'masks are written at the video size')

@@ -1,11 +1,13 @@
 """Loading QDMN weights safely and strictly, with messages a user can act on."""
 import contextlib
 import os
+import warnings
 
 import torch
 import torch.nn.init
 
 from model.network import QDMN
+from util.download import SYNTHETIC_MODEL
 from util.errors import UserInputError
 
 MEMORY_CONV1 = 'mask_rgb_encoder.conv1.weight'
@@ -78,8 +80,24 @@ def random_init_skipped():
             setattr(torch.nn.init, n, f)
 
 
+SYNTHETIC_SEED = 0
+
+
+def synthetic_network():
+    """The multi-object architecture with fixed, seeded random weights (--model synthetic): every
+    step of the pipeline runs offline, without a checkpoint; its masks mean nothing."""
+    warnings.warn(f'--model {SYNTHETIC_MODEL}: RANDOM WEIGHTS, NOT A TRAINED MODEL: the masks are meaningless '
+                  '(a dry run of the pipeline; fetch s012 with scripts/download_model.py for real results)')
+    with torch.random.fork_rng(devices=[]):   # the caller's random state stays untouched
+        torch.manual_seed(SYNTHETIC_SEED)
+        return QDMN(single_object=False)
+
+
 def build_network(path, device='cpu'):
-    """Builds the single- or multi-object network that the checkpoint at `path` was trained as."""
+    """Builds the single- or multi-object network that the checkpoint at `path` was trained as
+    (`synthetic`: see synthetic_network)."""
+    if path == SYNTHETIC_MODEL:
+        return synthetic_network().to(device).eval()
     state_dict = read_state_dict(path)
     conv1 = state_dict.get(MEMORY_CONV1)
     single_object = conv1 is not None and conv1.dim() == 4 and conv1.shape[1] == 4

@@ -6,6 +6,7 @@ from util.errors import UserInputError
 S012_DRIVE_ID = '1fdiGFGol1ecVowPe6gfRHsRs9zCThFXB'
 S012_URL = f'https://drive.google.com/file/d/{S012_DRIVE_ID}/view'
 DEFAULT_MODEL = os.path.join('saves', 's012.pth')
+SYNTHETIC_MODEL = 'synthetic'   # --model synthetic: seeded random weights, an offline dry run (model/checkpoint.py)
 
 
 def verify_checkpoint(path):
@@ -43,8 +44,11 @@ def download_s012(path=DEFAULT_MODEL, quiet=False):
 
 
 def ensure_model(path):
-    """Returns `path`; downloads s012 there first when it is the default location and missing."""
-    if os.path.isfile(path):
+    """Returns `path`; downloads s012 there first when it is the default location and missing.
+
+    `synthetic` (SYNTHETIC_MODEL) is returned as it is: it names no file, so it needs no download.
+    """
+    if path == SYNTHETIC_MODEL or os.path.isfile(path):
         return path
     if os.path.normpath(path) != os.path.normpath(DEFAULT_MODEL):
         raise UserInputError(f'{path}: checkpoint not found')
