@@ -249,7 +249,8 @@ def main(argv=None):
     print(memory_summary(core.decisions, core.bank))
     print(f'wrote {masks_dir}/<frame>.png and {mp4.path}')
     if memory_log is not None:
-        print('wrote ' + ' and '.join(memory_log.write(args.output, 'memory_log', frame_names)))
+        title = os.path.basename(os.path.normpath(args.video))   # the plot is titled with the video
+        print('wrote ' + ' and '.join(memory_log.write(args.output, 'memory_log', frame_names, title)))
 
 
 if __name__ == '__main__':

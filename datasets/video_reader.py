@@ -121,8 +121,13 @@ class FrameFolder:
                                  f'found {len(files)}')
         self.files = [os.path.join(path, f) for f in files]
         self.names = [os.path.splitext(f)[0] for f in files]
-        if len(set(self.names)) != len(self.names):
-            raise UserInputError(f'{path}: several images share a name (e.g. 00000.jpg and 00000.png); '
+        by_name = {}
+        for file, name in zip(files, self.names):
+            by_name.setdefault(name, []).append(file)
+        shared = [sorted(group) for group in by_name.values() if len(group) > 1]
+        if shared:
+            examples = '; '.join(' and '.join(group) for group in shared[:3]) + ('; ...' if len(shared) > 3 else '')
+            raise UserInputError(f'{path}: {len(shared)} frame name(s) shared by several images ({examples}); '
                                  f'their masks would overwrite each other')
         self._index = {name: i for i, name in enumerate(self.names)}
         self.fps = None

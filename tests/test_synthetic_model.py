@@ -6,6 +6,7 @@ from PIL import Image
 
 import segment_video
 import util.download
+import util.memory_log
 from model.checkpoint import build_network
 from util.errors import run_main
 
@@ -36,7 +37,14 @@ def test_segment_video_dry_run_offline(tmp_path, monkeypatch, capsys):
         Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(frames / f'{i:05d}.png')
     mask = tmp_path / 'mask.png'
     Image.fromarray(np.pad(np.full((16, 16), 255, np.uint8), ((8, 8), (16, 16)))).save(mask)   # binary 0/255
-    argv = ['--video', 'frames', '--mask', 'mask.png', '--output', 'out', '--model', 'synthetic', '--device', 'cpu']
+    titles = []
+
+    def plot(log, path, title):
+        titles.append(title)
+        open(path, 'wb').close()
+    monkeypatch.setattr(util.memory_log, 'plot_memory_log', plot)
+    argv = ['--video', 'frames', '--mask', 'mask.png', '--output', 'out', '--model', 'synthetic', '--device', 'cpu',
+            '--save_memory_log']
     with pytest.warns(UserWarning) as warned:
         run_main(lambda: segment_video.main(argv))
     assert WARNING in [str(w.message) for w in warned]
@@ -44,3 +52,4 @@ def test_segment_video_dry_run_offline(tmp_path, monkeypatch, capsys):
     assert 'wrote out/masks/<frame>.png and out/overlay.mp4' in stdout
     assert sorted(p.name for p in (tmp_path / 'out' / 'masks').iterdir()) == ['00000.png', '00001.png', '00002.png']
     assert not (tmp_path / 'saves').exists()
+    assert titles == ['frames']   # the memory-log plot is titled with the video's name

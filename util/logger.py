@@ -36,6 +36,7 @@ class TrainLogger:
         self.writer = None
         self.last_time, self.last_it = time.time(), 0
         self.dead_head_warned = False
+        self.quality_fit = None   # --quality_fit, known from log_config: the dead-head warning depends on it
         if enabled and folder is not None:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(folder)
@@ -46,6 +47,7 @@ class TrainLogger:
 
     def log_config(self, para):
         """Hyper-parameters and code version, to the console, TensorBoard and <folder>/config.json."""
+        self.quality_fit = getattr(para, 'quality_fit', None)
         if not self.enabled:
             return
         config = {k: v for k, v in sorted(vars(para).items())}
@@ -78,8 +80,15 @@ class TrainLogger:
         if scalars.get('zero_score_fraction') == 1 and not self.dead_head_warned:
             self.dead_head_warned = True
             self.print(f'WARNING: the quality head scored every sample 0 in the window ending at iteration {it}: '
-                       'its final ReLU is dead and it no longer learns (see README, "The quality head"; '
-                       '--quality_fit preactivation avoids this)')
+                       + self.zero_scores_meaning())
+
+    def zero_scores_meaning(self):
+        """What all-zero quality scores mean under this run's --quality_fit (see README, "The quality head")."""
+        if self.quality_fit == 'preactivation':
+            return ('its output before the final ReLU is negative everywhere; the loss is fitted there, so the '
+                    'head still learns and should recover (if it persists, the memory gate sees only zeros)')
+        return ('its final ReLU is dead and it no longer learns (see README, "The quality head"; '
+                '--quality_fit preactivation avoids this)')
 
     def images(self, it, data, out, samples=2):
         """Frames with ground truth (top) and prediction (bottom) overlaid, for the first samples."""

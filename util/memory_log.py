@@ -71,17 +71,18 @@ class MemoryLog:
     def _object_id(self, key):
         return key if self.object_ids is None else self.object_ids[key]
 
-    def write(self, folder, stem, frame_names):
+    def write(self, folder, stem, frame_names, title=None):
         """Writes <folder>/<stem>.csv and <stem>.png, each complete or absent; returns their paths.
 
-        frame_names: the names of the video's frames, by video index.
+        frame_names: the names of the video's frames, by video index; title: the plot's (the video's
+        name), `stem` when not given.
         """
         os.makedirs(folder, exist_ok=True)
         paths = os.path.join(folder, stem + '.csv'), os.path.join(folder, stem + '.png')
         with atomic_file(paths[0]) as tmp:
             self._write_csv(tmp, frame_names)
         with atomic_file(paths[1]) as tmp:
-            plot_memory_log(self, tmp, title=stem)
+            plot_memory_log(self, tmp, title=title or stem)
         return paths
 
     def _write_csv(self, path, frame_names):
