@@ -415,11 +415,16 @@ def _one_line(err):
     return ' '.join(str(err).split())
 
 
-def _plan_sequence(davis_root, results_dir, seq, single_object, sparse=False):
-    """Lists and validates one sequence's files (existence, size, one channel).
+BINARY_HINT = (' (binary 0/255 annotations, as in DAVIS-2016, are scored as one object: eval_davis_2016.py '
+               '--evaluate, or single_object / scripts/evaluate_davis.py --single_object)')
 
-    sparse: the ground truth annotates only some frames (long-video benchmarks);
-    every annotated frame but the first is scored.
+
+def _ground_truth(davis_root, seq, single_object, sparse=False):
+    """The ground-truth half of a sequence's plan, checkable before any result exists.
+
+    Returns (scored frame names, their annotation paths, K, the first annotation's path). sparse: the ground truth
+    annotates only some frames (long-video benchmarks); every annotated frame but the
+    first is scored.
     """
     gt_dir = os.path.join(davis_root, 'Annotations', '480p', seq)
     if not os.path.isdir(gt_dir):
@@ -435,17 +440,11 @@ def _plan_sequence(davis_root, results_dir, seq, single_object, sparse=False):
     if len(names) < (2 if sparse else 3):
         raise DavisEvalError(f'{gt_dir}: {len(names)} annotated frame(s); the evaluation needs '
                              'at least 3 (first and last are not scored)')
-    res_dir = os.path.join(results_dir, seq)
-    if not os.path.isdir(res_dir):
-        raise DavisEvalError(f'{res_dir}: results folder of sequence {seq!r} not found')
     gt_paths = [os.path.join(gt_dir, n + '.png') for n in names]
     size0 = _checked_header(gt_paths[0], 'ground-truth annotation')
     scored = slice(1, None) if sparse else slice(1, -1)
-    frames = names[scored]
-    res_paths = [os.path.join(res_dir, n + '.png') for n in frames]
-    for gt_path, res_path in zip(gt_paths[scored], res_paths):
+    for gt_path in gt_paths[scored]:
         _checked_header(gt_path, 'ground-truth annotation', size0)
-        _checked_header(res_path, 'result mask (every annotated frame but the first and last needs one)', size0)
     if single_object:
         num_objects = 1
     else:
@@ -453,7 +452,32 @@ def _plan_sequence(davis_root, results_dir, seq, single_object, sparse=False):
         first = np.where(first == VOID_LABEL, 0, first)
         num_objects = int(first.max()) if first.size else 0
         warn_missing_ids(gt_paths[0], first, num_objects)
-    return _SequencePlan(seq, frames, gt_paths[scored], res_paths, num_objects)
+    return names[scored], gt_paths[scored], num_objects, gt_paths[0]
+
+
+def check_ground_truth(davis_root, sequences, single_object=False, sparse=False):
+    """Checks, before anything is segmented, what scoring the sequences will need of their ground truth
+    (annotations present, enough of them, readable, one size, objects in the first one); raises
+    DavisEvalError naming the first problem."""
+    for seq in sequences:
+        _, _, num_objects, first = _ground_truth(str(davis_root), seq, single_object, sparse)
+        if num_objects == 0:
+            binary = (_read_labels(first, 'ground-truth annotation') == VOID_LABEL).any()
+            raise DavisEvalError(f'{first}: the first annotation has no object id to score'
+                                 + (BINARY_HINT if binary else ''))
+
+
+def _plan_sequence(davis_root, results_dir, seq, single_object, sparse=False):
+    """Lists and validates one sequence's files (existence, size, one channel)."""
+    frames, gt_paths, num_objects, _ = _ground_truth(davis_root, seq, single_object, sparse)
+    res_dir = os.path.join(results_dir, seq)
+    if not os.path.isdir(res_dir):
+        raise DavisEvalError(f'{res_dir}: results folder of sequence {seq!r} not found')
+    size0 = _checked_header(gt_paths[0], 'ground-truth annotation')
+    res_paths = [os.path.join(res_dir, n + '.png') for n in frames]
+    for res_path in res_paths:
+        _checked_header(res_path, 'result mask (every annotated frame but the first and last needs one)', size0)
+    return _SequencePlan(seq, frames, gt_paths, res_paths, num_objects)
 
 
 def warn_missing_ids(path, labels, num_objects):
@@ -485,8 +509,7 @@ def _score_chunk(task):
                                  f'truth is {gt_raw.shape[1]}x{gt_raw.shape[0]}')
         if k == 0:
             if not single_object and res_raw.max() > 0:
-                hint = (' (binary 0/255 annotations: use single_object / --single_object)'
-                        if gt_raw.max() == VOID_LABEL else '')
+                hint = BINARY_HINT if gt_raw.max() == VOID_LABEL else ''
                 raise DavisEvalError(f'{res_path}: contains object id {int(res_raw.max())} but the '
                                      f'ground truth has no object in its first frame{hint}')
             continue
