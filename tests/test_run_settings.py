@@ -3,7 +3,7 @@ import pytest
 
 from util.errors import UserInputError
 from util.run_settings import (RECORD, check_same_settings, checkpoint_identity, mask_settings, recorded_settings,
-                               write_settings)
+                               resume_or_refuse, write_settings)
 
 ENGINE = {'top_k': 50, 'km_sigma': None, 'memory_policy': 'quality', 'mem_freq': 5, 'memory_thr': 20,
           'quality_thr': 0.8}
@@ -57,3 +57,15 @@ def test_an_unreadable_record_is_one_line(tmp_path):
     with pytest.raises(UserInputError) as e:
         recorded_settings(str(tmp_path))
     assert str(e.value) == f'{tmp_path / RECORD}: unreadable settings record (delete it, or use another --output)'
+
+
+def test_resume_or_refuse_for_a_one_run_output(tmp_path):
+    out = str(tmp_path / 'out')
+    settings = {'size': 480}
+    assert resume_or_refuse(out, settings, complete=False, overwrite=False) is False   # nothing yet: run
+    write_settings(out, settings)
+    assert resume_or_refuse(out, settings, complete=True, overwrite=False) is True    # same: nothing to do
+    with pytest.raises(UserInputError, match=r'other settings \(size 480 -> 240\); use --overwrite'):
+        resume_or_refuse(out, {'size': 240}, complete=True, overwrite=False)
+    assert resume_or_refuse(out, {'size': 240}, complete=True, overwrite=True) is False
+    assert recorded_settings(out) is None   # forgotten until the new run completes

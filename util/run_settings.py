@@ -88,6 +88,19 @@ def write_settings(folder, settings):
             f.write('\n')
 
 
+def resume_or_refuse(folder, settings, complete, overwrite):
+    """For an output that one run makes whole (segment_video.py): True when `folder` is already complete
+    with these settings (nothing to do). Refuses complete results made otherwise unless `overwrite`,
+    which forgets their record: a run stopped before its end then leaves no record claiming them."""
+    if overwrite:
+        forget_settings(folder)
+        return False
+    if complete:
+        check_same_settings(folder, settings, results_exist=True, remedy='use --overwrite or another --output')
+        return True
+    return False
+
+
 def forget_settings(folder):
     """Removes the record (an --overwrite run, before it replaces the results)."""
     path = os.path.join(folder, RECORD)
