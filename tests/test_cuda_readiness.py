@@ -177,9 +177,9 @@ def test_cuda_out_of_memory_is_one_line_naming_the_options(synthetic_checkpoint,
 
     monkeypatch.setattr('model.network.read_memory', out_of_memory)
     frames, mask = write_clip(tmp_path)
+    argv = ['--video', frames, '--mask', mask, '--output', tmp_path / 'out', '--model', synthetic_checkpoint]
     with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: segment_video.main(['--video', str(frames), '--mask', str(mask), '--output', str(tmp_path / 'out'),
-                                             '--model', str(synthetic_checkpoint), '--device', 'cpu']))
+        run_main(lambda: segment_video.main([str(a) for a in argv + ['--device', 'cpu']]))
     err = capsys.readouterr().err
     assert exit_info.value.code == 1, err
     assert err.count('\n') == 1 and err.startswith('error: CUDA out of memory on GPU 0 (tried to allocate 6.00 GiB)')
@@ -199,9 +199,9 @@ def test_a_cuda_index_the_machine_lacks_is_one_line(synthetic_checkpoint, tmp_pa
                                              r'\(cuda:0 to cuda:1\)'):
         resolve_device('cuda:5')
     frames, mask = write_clip(tmp_path)
+    argv = ['--video', frames, '--mask', mask, '--output', tmp_path / 'out', '--model', tmp_path / 'absent.pth']
     with pytest.raises(SystemExit) as exit_info:   # before any model is loaded
-        run_main(lambda: segment_video.main(['--video', str(frames), '--mask', str(mask), '--output', str(tmp_path / 'out'),
-                                             '--model', str(tmp_path / 'absent.pth'), '--device', 'cuda:5']))
+        run_main(lambda: segment_video.main([str(a) for a in argv + ['--device', 'cuda:5']]))
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == 'error: --device cuda:5: this process sees 2 CUDA device(s) (cuda:0 to cuda:1)\n'
 

@@ -86,8 +86,9 @@ def test_torchrun_evaluation_equals_one_process(shared_dir, synthetic_checkpoint
     root = small_davis(shared_dir, tmp_path / 'DAVIS')
     outputs = {}
     for processes in (1, 2):
-        launcher = [sys.executable] if processes == 1 else [
-            sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={processes}', f'--master_port={free_port()}']
+        launcher = [sys.executable]
+        if processes > 1:
+            launcher += ['-m', 'torch.distributed.run', f'--nproc_per_node={processes}', f'--master_port={free_port()}']
         out = outputs[processes] = tmp_path / f'out{processes}'
         code, log = run(launcher + [REPO / 'eval_davis_2016.py', '--model', synthetic_checkpoint, '--davis', root,
                                     '--output', out, '--device', 'cuda'])
