@@ -182,8 +182,9 @@ class QDMNModel:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        for k, v in stats.items():   # summed on the device: read only at the report
-            self.window[k] = self.window[k] + torch.as_tensor(v, dtype=torch.float64, device=self.device)
+        for k, v in stats.items():   # the device's statistics summed there: read only at the report
+            on_device = torch.is_tensor(v) and v.device == self.device
+            self.window[k] = self.window[k] + (v.double() if on_device else float(v))
         self.window_its += 1
         return out
 
@@ -193,8 +194,8 @@ class QDMNModel:
         The sums are on the training device, which the process group's backend serves (NCCL on CUDA).
         """
         keys = sorted(self.window)
-        its = torch.tensor([self.window_its], dtype=torch.float64, device=self.device)
-        sums = torch.cat([torch.stack([self.window[k] for k in keys]), its])
+        values = [self.window[k] for k in keys] + [float(self.window_its)]
+        sums = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in values])
         if dist.is_initialized():
             dist.all_reduce(sums)
         values, its = dict(zip(keys, sums[:-1].tolist())), max(sums[-1].item(), 1)
