@@ -21,10 +21,10 @@ from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
-                      float_arg, int_arg, memory_options, short_side_arg)
+from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_launcher_args,
+                      add_skip_bad_videos_arg, float_arg, int_arg, memory_options, short_side_arg)
 from util.device import autocast
-from util.distributed import add_launcher_args, eval_processes
+from util.distributed import eval_processes
 from util.errors import check_each, report_skipped, run_main
 from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png

@@ -10,18 +10,23 @@ Each process trains on its share of the batches (DistributedDataParallel:
 NCCL on CUDA, gloo on CPU). Rank 0 logs and writes <saves_root>/<id>/.
 """
 import os
+import sys
 
-import torch
-import torch.distributed as dist
-
-from datasets.training_data import TrainingData
-from model.model import QDMNModel, imagenet_file, load_imagenet, load_start_network, read_checkpoint
-from model.network import QDMN
-from util.device import configure_cuda
-from util.distributed import Launch
 from util.errors import UserInputError, run_main
 from util.hyper_para import parse_args
-from util.logger import TrainLogger
+
+if __name__ == '__main__' and {'-h', '--help'} & set(sys.argv[1:]):
+    run_main(parse_args)   # the help, at once: the imports below (torch, the model, the datasets) take seconds
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from datasets.training_data import TrainingData  # noqa: E402
+from model.model import QDMNModel, imagenet_file, load_imagenet, load_start_network, read_checkpoint  # noqa: E402
+from model.network import QDMN  # noqa: E402
+from util.device import configure_cuda  # noqa: E402
+from util.distributed import Launch  # noqa: E402
+from util.logger import TrainLogger  # noqa: E402
 
 
 class Distributed(Launch):

@@ -1,7 +1,9 @@
 """Every CLI's parser: numbers nobody meant are one `error:` line and exit code 2; --help shows every default."""
 import argparse
 import importlib.util
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import eval_davis
 import eval_davis_2016
 import eval_youtube
 import segment_video
+import train
 from util.cli import HelpFormatter, float_arg, int_arg, short_side_arg, top_k_arg
 from util.errors import run_main
 
@@ -83,12 +86,22 @@ def benchmark_inference():
     return module
 
 
-@pytest.mark.parametrize('cli', [*CLIS, 'benchmark_inference'])
+@pytest.mark.parametrize('cli', [*CLIS, 'train', 'benchmark_inference'])
 def test_help_shows_every_default(cli, monkeypatch):
-    parser = parser_of(benchmark_inference() if cli == 'benchmark_inference' else CLIS[cli], monkeypatch)
+    module = {'benchmark_inference': benchmark_inference, 'train': lambda: train}.get(cli, lambda: CLIS[cli])()
+    parser = parser_of(module, monkeypatch)
     assert parser.formatter_class is HelpFormatter
     formatter = parser.formatter_class('prog')
     silent = [a.option_strings[0] for a in parser._actions
               if a.help != argparse.SUPPRESS and a.default not in (None, argparse.SUPPRESS)
               and not (a.help and ('%(default)' in formatter._get_help_string(a) or 'default' in a.help))]
     assert silent == []
+
+
+def test_train_help_answers_before_the_heavy_imports():
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, 'train.py', '--help'], cwd=Path(train.__file__).parent,
+                            capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0 and '--quality_fit' in result.stdout and result.stderr == ''
+    assert seconds < 2, f'train.py --help took {seconds:.1f} s'

@@ -3,8 +3,6 @@ import argparse
 import importlib.util
 import math
 
-import torch
-
 from util.errors import UserInputError
 
 
@@ -19,11 +17,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def add_device_args(parser):
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-                        help='cpu, cuda or cuda:N (cuda when available)')
+    # default None, resolved by util.device.resolve_device: --help answers without importing torch
+    parser.add_argument('--device', default=None, help='cpu, cuda or cuda:N (default: cuda when available)')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: fp16 autocast on CUDA; bfloat16 convolutions on a CPU with native '
                              'bf16 (AVX512-BF16 or AMX), else fp32')
+
+
+def add_launcher_args(parser):
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
+                        help='set by the legacy torch.distributed.launch (torchrun uses LOCAL_RANK)')
 
 
 def add_skip_bad_videos_arg(parser):

@@ -14,8 +14,14 @@ MEMORY_OPTIONS = ('a smaller --size', 'the default top-k read (without --no_top 
                   'a lower --memory_thr', 'a smaller --batch_size when training')
 
 
+def default_device():
+    """--device when it is not given (None): cuda when available, else cpu."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
 def resolve_device(name):
     """--device `name` as a torch.device; a device this machine does not have is one clear line."""
+    name = name or default_device()
     try:
         device = torch.device(name)
     except RuntimeError as e:

@@ -25,11 +25,6 @@ WAIT_TIMEOUT = datetime.timedelta(hours=6)
 FAILED_KEY = 'failed'
 
 
-def add_launcher_args(parser):
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
-                        help='set by the legacy torch.distributed.launch (torchrun uses LOCAL_RANK)')
-
-
 class Launch:
     """Rank, world size and local rank of this process, from torchrun / torch.distributed.launch or alone."""
 

@@ -6,8 +6,7 @@ of them can be given explicitly instead.
 import argparse
 import os
 
-from util.cli import add_device_args
-from util.distributed import add_launcher_args
+from util.cli import HelpFormatter, add_device_args, add_launcher_args
 
 STAGE_DEFAULTS = {
     0: {'batch_size': 14, 'iterations': 160000, 'steps': [250000]},  # static images, single object
@@ -40,7 +39,8 @@ def float_list(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Train QDMN (stage 0: static images, 1: BL30K, 2: DAVIS + YouTube-VOS).')
+    p = argparse.ArgumentParser(description='Train QDMN (stage 0: static images, 1: BL30K, 2: DAVIS + YouTube-VOS).',
+                                formatter_class=HelpFormatter)
     run = p.add_argument_group('run')
     run.add_argument('--id', required=True, help='run name; weights and logs go to <saves_root>/<id>/ '
                                                 '(NULL: no logging and no saves, as published)')
@@ -63,13 +63,14 @@ def build_parser():
     opt.add_argument('-i', '--iterations', type=int, help='total iterations; stage 0: 160k, 1: 250k, 2: 150k')
     opt.add_argument('--steps', type=int_list, nargs='+', help='iterations at which lr drops by --gamma; '
                                                     'stage 0: 250000, 1: 450000, 2: 70000')
-    opt.add_argument('--lr', type=float, default=2e-5)
-    opt.add_argument('--weight_decay', type=float, default=1e-7)
-    opt.add_argument('--gamma', type=float, default=0.1)
+    opt.add_argument('--lr', type=float, default=2e-5, help='learning rate (Adam)')
+    opt.add_argument('--weight_decay', type=float, default=1e-7, help='Adam weight decay')
+    opt.add_argument('--gamma', type=float, default=0.1, help='lr factor at each of --steps')
     opt.add_argument('--bootstrap_start', type=int, default=20000, help='plain CE before this iteration')
     opt.add_argument('--bootstrap_end', type=int, default=70000,
                      help='the hardest-pixel fraction reaches --bootstrap_p here')
-    opt.add_argument('--bootstrap_p', type=float, default=0.15)
+    opt.add_argument('--bootstrap_p', type=float, default=0.15,
+                     help='fraction of hardest pixels the bootstrapped CE keeps at the end')
     opt.add_argument('--quality_weight', type=float, default=1.0, help='weight of the quality-score MSE')
     opt.add_argument('--quality_fit', choices=['preactivation', 'published'], default='preactivation',
                      help='preactivation: fit the IoU target on the quality head\'s output before its final ReLU, '
@@ -106,10 +107,12 @@ def build_parser():
                       help='fractions of the epochs at which the next max skip applies '
                            '(stage 1: 0.1,0.2,0.3,0.4,0.8,1.0; stage 2: 0.1,0.2,0.3,0.4,0.7,0.9)')
     skip.add_argument('--initial_skip', type=int, default=5, help='max skip before the first fraction')
-    skip.add_argument('--davis_skips', type=int_list, default=[10, 15, 25, 10, 5, 1])
+    skip.add_argument('--davis_skips', type=int_list, default=[10, 15, 25, 10, 5, 1],
+                      help='max frame skip of DAVIS clips, one per --skip_fractions entry')
     skip.add_argument('--yv_skips', type=int_list, default=[10, 15, 20, 25, 10, 5],
                       help='divided by 5 on YouTube-VOS, whose training frames are 5 apart')
-    skip.add_argument('--bl30k_skips', type=int_list, default=[10, 15, 20, 25, 10, 5])
+    skip.add_argument('--bl30k_skips', type=int_list, default=[10, 15, 20, 25, 10, 5],
+                      help='max frame skip of BL30K clips, one per --skip_fractions entry')
 
     log = p.add_argument_group('logging and saving')
     log.add_argument('--log_every', type=int, default=100, help='iterations between scalar reports')
@@ -145,6 +148,9 @@ def parse_args(argv=None):
     for ok, message in checks:
         if not ok:
             build_parser().error(message)
+    if para.device is None:   # resolved after parsing: --help answers without importing torch
+        from util.device import default_device
+        para.device = default_device()
     para.no_output = para.id == 'NULL'
     para.run_dir = os.path.join(para.saves_root, para.id)
     return para
