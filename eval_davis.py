@@ -16,12 +16,13 @@ from datasets.davis_test_dataset import DAVISTestDataset
 from inference_core import InferenceCore, propagate
 from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
+from qdmn.network import ensure_model
 from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_launcher_args,
                       add_skip_bad_videos_arg, float_arg, int_arg, memory_options)
 from util.device import autocast
 from util.distributed import eval_processes, is_main_process
-from util.download import DEFAULT_MODEL, ensure_model
+from util.download import DEFAULT_MODEL
 from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
 from util.memory_log import MemoryLog

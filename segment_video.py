@@ -28,11 +28,12 @@ from inference_core import InferenceCore, propagate
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
+from qdmn.network import ensure_model
 from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, float_arg, int_arg,
                       memory_options, short_side_arg)
 from util.device import autocast, peak_memory, resolve_device
-from util.download import DEFAULT_MODEL, ensure_model
+from util.download import DEFAULT_MODEL
 from util.errors import UserInputError, run_main
 from util.image_io import check_has_object, read_label_mask, write_palette_png
 from util.memory_log import MemoryLog

@@ -33,18 +33,20 @@ def partial_folder(final):
 
 
 @contextlib.contextmanager
-def atomic_folder(final):
+def atomic_folder(final, resume=False, keep_on_error=lambda: False):
     """Yields a hidden sibling folder that replaces `final` when the block ends normally.
 
     On an error (or an abandoned generator) the partial folder is removed,
-    so `final` is either complete or untouched.
+    so `final` is either complete or untouched; unless keep_on_error() says
+    a later run can resume it. `resume` keeps what an earlier run left there.
     """
     partial = partial_folder(final)
     parent = os.path.dirname(final) or '.'
     created_parent = not os.path.isdir(parent)
-    shutil.rmtree(partial, ignore_errors=True)
+    if not resume:
+        shutil.rmtree(partial, ignore_errors=True)
     try:
-        os.makedirs(partial)
+        os.makedirs(partial, exist_ok=True)
     except OSError as e:
         raise write_error(final, e) from None
 
@@ -56,7 +58,8 @@ def atomic_folder(final):
     try:
         yield partial
     except BaseException:
-        remove_partial()
+        if not keep_on_error():
+            remove_partial()
         raise
     try:
         shutil.rmtree(final, ignore_errors=True)
