@@ -5,6 +5,7 @@ import numpy as np
 from PIL import Image
 
 from util.errors import UserInputError
+from util.labels import MAX_OBJECT_ID, VOID
 from util.output import atomic_file
 from util.palette import DAVIS_PALETTE
 
@@ -26,8 +27,6 @@ def read_rgb(path):
     return np.array(open_image(path).convert("RGB"))
 
 
-VOID = 255          # unlabelled pixels, as in DAVIS and YouTube-VOS
-MAX_OBJECTS = 254   # ids 1..254: 0 is background, 255 unlabelled
 INDEX_MODES = ('L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L')
 
 
@@ -59,7 +58,7 @@ def read_label_mask(path):
     if present.tolist() == [0, white]:
         return (values == white).astype(np.uint8), None
     if present[-1] > VOID:
-        raise UserInputError(f'{path}: label id {int(present[-1])} above 255; a mask holds ids 1..{MAX_OBJECTS} '
+        raise UserInputError(f'{path}: label id {int(present[-1])} above 255; a mask holds ids 1..{MAX_OBJECT_ID} '
                              f'({VOID} = unlabelled)')
     return values.astype(np.uint8), None
 
@@ -84,8 +83,8 @@ def colour_mask_ids(path, img):
     if colours[0] != 0:          # no black pixel: ids still start at 1
         colours, ids = np.concatenate([[0], colours]), ids + 1
     objects = len(colours) - 1
-    if objects > MAX_OBJECTS:
-        raise UserInputError(f'{path}: colour mask with {objects} distinct colours, more than the {MAX_OBJECTS} '
+    if objects > MAX_OBJECT_ID:
+        raise UserInputError(f'{path}: colour mask with {objects} distinct colours, more than the {MAX_OBJECT_ID} '
                              'objects a mask can hold (blurred or JPEG-compressed edges? draw in flat colours)')
     print(f'{path}: colour mask, {objects} object(s): '
           + ', '.join(f'{i} = #{c:06x}' for i, c in enumerate(colours[1:].tolist(), start=1)))
