@@ -53,3 +53,11 @@ def test_segment_video_dry_run_offline(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path / 'out' / 'masks').iterdir()) == ['00000.png', '00001.png', '00002.png']
     assert not (tmp_path / 'saves').exists()
     assert titles == ['frames']   # the memory-log plot is titled with the video's name
+
+
+def test_the_api_loads_the_synthetic_network_offline(monkeypatch):
+    import qdmn
+    monkeypatch.setattr(util.download, 'download_s012', lambda *a, **k: pytest.fail('downloaded'))
+    with pytest.warns(UserWarning, match='RANDOM WEIGHTS'):
+        net = qdmn.load_network('synthetic', device='cpu')
+    assert net.precision == 'fp32' and net.device.type == 'cpu'
