@@ -14,6 +14,7 @@ from datasets.davis_test_dataset import DAVISTestDataset
 from pipeline.davis import evaluate_outputs, segment_davis
 from pipeline.flags import add_davis_args, parse_davis_args, run_options, run_setup
 from util.cli import HelpFormatter
+from util.davis_metrics import check_ground_truth
 from util.distributed import is_main_process
 from util.errors import report_skipped, run_main
 
@@ -30,6 +31,8 @@ def main(argv=None):
     root = os.path.join(args.davis, sub) if os.path.isdir(os.path.join(args.davis, sub)) else args.davis
     imset = '2017/val.txt' if args.split == 'val' else '2017/test-dev.txt'
     dataset = DAVISTestDataset(root, imset=imset)
+    if args.evaluate and args.split == 'val':   # what scoring needs, before anything is segmented
+        check_ground_truth(root, dataset.videos, single_object=False, sparse=args.sparse)
     skipped = segment_davis(dataset, run_options(args, 'davis'), run_setup(args, args.output))
     if not is_main_process():
         return   # rank 0 evaluates and reports for every process

@@ -13,6 +13,7 @@ from datasets.davis_test_dataset import DAVISTestDataset
 from pipeline.davis import evaluate_outputs, segment_davis
 from pipeline.flags import add_davis_args, parse_davis_args, run_options, run_setup
 from util.cli import HelpFormatter
+from util.davis_metrics import check_ground_truth
 from util.distributed import is_main_process
 from util.errors import report_skipped, run_main
 
@@ -24,6 +25,8 @@ def main(argv=None):
     add_davis_args(parser)
     args = parse_davis_args(parser, argv)
     dataset = DAVISTestDataset(args.davis, imset=args.imset, single_object=True)
+    if args.evaluate:   # what scoring needs, before anything is segmented
+        check_ground_truth(args.davis, dataset.videos, single_object=True, sparse=args.sparse)
     skipped = segment_davis(dataset, run_options(args, 'davis'), run_setup(args, args.output))
     if not is_main_process():
         return   # rank 0 evaluates and reports for every process

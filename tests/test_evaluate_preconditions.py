@@ -44,3 +44,21 @@ def test_sparse_ground_truth_is_found_before_segmenting(tmp_path):
 
 def test_complete_multi_object_ground_truth_passes(tmp_path):
     check_ground_truth(davis_tree(tmp_path, 4, 4), ['v'])
+
+
+def test_eval_davis_evaluate_on_binary_annotations_stops_before_the_model(tmp_path, capsys):
+    import eval_davis
+    from util.errors import run_main
+    root = davis_tree(tmp_path / 'DAVIS', 4, 4, binary=True)
+    (root / 'ImageSets' / '2017').mkdir(parents=True)
+    (root / 'ImageSets' / '2017' / 'val.txt').write_text('v\n')
+    out = tmp_path / 'out'
+    argv = ['--davis', root, '--output', out, '--evaluate', '--model', tmp_path / 'never_loaded.pth', '--device', 'cpu']
+    with pytest.raises(SystemExit) as e:
+        run_main(lambda: eval_davis.main([str(a) for a in argv]))
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f'error: {root / "Annotations" / "480p" / "v" / "00000.png"}: the first '
+                                       'annotation has no object id to score (binary 0/255 annotations, as in '
+                                       'DAVIS-2016, are scored as one object: eval_davis_2016.py --evaluate, or '
+                                       'single_object / scripts/evaluate_davis.py --single_object)\n')
+    assert not out.exists()
