@@ -13,6 +13,7 @@ frame: memory does not grow with the video's length, and a killed run started
 again goes on from its last saved state (--resume_every).
 """
 import argparse
+import dataclasses
 import os
 
 from datasets.annotations import load_mask, load_mask_dir
@@ -21,12 +22,14 @@ from pipeline.flags import add_engine_args, add_model_arg, add_run_args, run_opt
 from pipeline.progress import video_bar
 from pipeline.video import Overlay, VideoJob, VideoRun, state_file
 from qdmn import PRESETS, load_network
+from qdmn.network import ensure_model
 from util.cli import HelpFormatter, add_device_args, float_arg, short_side_arg
-from util.device import peak_memory, resolve_device
+from util.device import peak_memory, precision, resolve_device
 from util.errors import UserInputError, run_main
 from util.labels import object_ids, processing_size, reduced_short_side
-from util.output import partial_folder
+from util.output import check_writable, partial_folder
 from util.palette import DAVIS_PALETTE
+from util.run_settings import mask_settings, resume_or_refuse, write_settings
 
 FOLDER_FPS = 25  # a frame folder carries no frame rate
 
@@ -58,6 +61,7 @@ def parse_args(argv=None):
 def check_output_path(folder):
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserInputError(f'{folder}: output path is a file, not a folder')
+    check_writable(folder)   # read-only, or below a file: said before the model loads
 
 
 def previous_run(folder):
@@ -79,20 +83,23 @@ def main(argv=None):
     else:
         labels_by_index, palette = load_mask_dir(args.mask_dir, video, args.resize_mask)
     check_output_path(args.output)
+    preset = args.preset or ('davis' if args.mask else 'youtube')
+    size = reduced_short_side(video.size, args.size)
+    options = run_options(args, preset, size)
+    # what makes the masks, recorded with them: a re-run resumes or is complete only with the same
+    settings = mask_settings(ensure_model(args.model), precision(device, args.amp),
+                             {**dataclasses.asdict(PRESETS[preset]), **options.overrides}, size)
     masks_dir = os.path.join(args.output, 'masks')
     state = previous_run(args.output)
-    if state == 'complete' and not args.overwrite:
+    if resume_or_refuse(args.output, settings, state == 'complete', args.overwrite):
         print(f'{args.output}: already complete (masks/ and overlay.mp4); nothing to do (--overwrite to redo)')
         return
     if state == 'stopped' and not (args.resume_every and os.path.isfile(state_file(masks_dir))):
         print(f'{args.output}: an earlier run stopped before the end; starting over from the first frame '
               '(it saved no state to resume from)')
 
-    preset = args.preset or ('davis' if args.mask else 'youtube')
     # the published YouTube-VOS engine gates with all of the video's objects; the masks tell them all
     objects = {i for labels in labels_by_index.values() for i in object_ids(labels)}
-    size = reduced_short_side(video.size, args.size)
-    options = run_options(args, preset, size)
     job = VideoJob('video', lambda: iter(video), labels_by_index, masks_dir, frame_count=video.num_frames,
                    palette=DAVIS_PALETTE if palette is None else palette,
                    num_objects=len(objects) if PRESETS[preset].protocol == 'youtube' else None,
@@ -113,6 +120,7 @@ def main(argv=None):
     print(f'{run.segmented} frames in {run.seconds:.1f} s ({run.segmented / max(run.seconds, 1e-9):.2f} frames/s), '
           f'{peak_memory(device)}')
     print(run.segmenter.memory_summary())
+    write_settings(args.output, settings)
     print(f'wrote {masks_dir}/<frame>.png and {job.overlay.path}')
     if len(run.outputs) > 2:
         print('wrote ' + ' and '.join(run.outputs[2:]))
