@@ -8,17 +8,20 @@ video; it runs once per video on rank 0 before anything is segmented (all proble
 reported together), and again where the video is segmented.
 """
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 from pipeline.progress import dataset_bar
 from pipeline.video import VideoRun
+from qdmn import PRESETS
 from qdmn.network import ensure_model, load_network
-from util.device import peak_memory
+from util.device import peak_memory, precision
 from util.distributed import eval_processes
 from util.errors import check_each
 from util.output import check_writable, is_complete
+from util.run_settings import check_same_settings, mask_settings, write_settings
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,17 @@ def run_videos(names, open_job, options, setup, checking=lambda names: names):
         expected = {name: written for name, (written, _, _) in checked.items()}
         todo = {name: length for name, (written, length, masks_dir) in checked.items()
                 if not is_complete(masks_dir, written)}
+        model = ensure_model(setup.model) if todo else None
+        # the settings that make the masks, recorded with them: a resumed run never mixes settings
+        settings = mask_settings(model or setup.model, precision(group.device, setup.amp),
+                                 {**dataclasses.asdict(PRESETS[options.preset]), **options.overrides}, options.size)
+        check_same_settings(setup.output, settings, results_exist=False,
+                            remedy='use another --output (or delete it to start over)')
+        if todo:
+            write_settings(setup.output, settings)
         if len(todo) < len(checked):
             print(f'{len(checked) - len(todo)} of {len(checked)} videos already complete in {setup.output}: skipped')
-        return expected, todo, skipped, ensure_model(setup.model) if todo else None
+        return expected, todo, skipped, model
 
     with eval_processes(setup.device, setup.local_rank) as group:
         expected, todo, skipped, model = group.on_main(prepare)

@@ -62,3 +62,36 @@ def test_eval_davis_evaluate_on_binary_annotations_stops_before_the_model(tmp_pa
                                        'DAVIS-2016, are scored as one object: eval_davis_2016.py --evaluate, or '
                                        'single_object / scripts/evaluate_davis.py --single_object)\n')
     assert not out.exists()
+
+
+def test_a_resumed_evaluation_never_mixes_settings(tmp_path, capsys, recwarn):
+    import eval_davis_2016
+    from util.errors import run_main
+    root = tmp_path / 'DAVIS'
+    for t, name in enumerate(('a', 'b')):
+        gt, jpg = root / 'Annotations' / '480p' / name, root / 'JPEGImages' / '480p' / name
+        gt.mkdir(parents=True)
+        jpg.mkdir(parents=True)
+        labels = np.zeros((64, 64), np.uint8)
+        labels[16:48, 16:48] = 255
+        for i in range(3):
+            Image.fromarray(labels).save(gt / f'{i:05d}.png')
+            Image.fromarray(np.full((64, 64, 3), 60 * i + t, np.uint8)).save(jpg / f'{i:05d}.jpg')
+    (root / 'ImageSets' / '2016').mkdir(parents=True)
+    (root / 'ImageSets' / '2016' / 'val.txt').write_text('a\nb\n')
+    out = tmp_path / 'out'
+    argv = ['--davis', root, '--output', out, '--model', 'synthetic', '--device', 'cpu']
+
+    def run(extra):
+        try:
+            run_main(lambda: eval_davis_2016.main([str(a) for a in argv + extra]))
+        except SystemExit as e:
+            return e.code, capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    assert run([])[0] == 0
+    assert run([])[0] == 0   # the same settings: complete, nothing to do
+    code, err = run(['--quality_thr', '0.5'])
+    assert code == 2
+    assert err.splitlines()[-1] == (f'error: {out}: holds results made with other settings (quality_thr 0.8 -> 0.5); '
+                                    'use another --output (or delete it to start over)')
