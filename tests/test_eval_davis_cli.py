@@ -122,7 +122,7 @@ def test_published_flags_and_default_root(shared_dir, synthetic_checkpoint, tmp_
     engines = [s.engine for s in segmenters]
     assert len(engines) == 2 and all(e.top_k is None and e.km_sigma == KM_SIGMA for e in engines)
     assert all(e.bank.policy == 'recent' and e.bank.capacity == 20 for e in engines)
-    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == list(VIDEOS)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [*VIDEOS, 'qdmn_settings.json']   # + settings
 
 
 @pytest.fixture
@@ -197,7 +197,7 @@ def test_skip_bad_videos_runs_the_rest_and_fails_at_the_end(small_davis, synthet
                                           '--device', 'cpu', '--skip_bad_videos'], monkeypatch, capsys)
     assert code == 2 and err.count('\n') == 1, err
     assert '1 video(s) skipped (--skip_bad_videos)' in err and 'annotation is 427x240' in err
-    assert sorted(p.name for p in out.iterdir()) == ['car-shadow']
+    assert sorted(p.name for p in out.iterdir()) == ['car-shadow', 'qdmn_settings.json']
     assert len(list((out / 'car-shadow').glob('*.png'))) == 2
 
 

@@ -77,8 +77,9 @@ def test_eval_davis_resumes_a_video_that_failed_after_a_saved_state(small_davis,
     code, err = run_eval_cli(eval_davis_2016, argv + ['--output', out], monkeypatch, capsys)
     assert code == 2 and 'disk full' in err
     assert sorted(p.name for p in out.iterdir()) == ['.car-shadow.partial', '.car-shadow.partial.state',
-                                                     'blackswan']
+                                                     'blackswan', 'qdmn_settings.json']
     monkeypatch.setattr(pipeline.video, 'write_palette_png', real_write)
     code, err = run_eval_cli(eval_davis_2016, argv + ['--output', out], monkeypatch, capsys)
     assert code == 0, err
-    assert tree(out) == tree(tmp_path / 'whole') and sorted(p.name for p in out.iterdir()) == sorted(VIDEOS)
+    assert tree(out) == tree(tmp_path / 'whole')
+    assert sorted(p.name for p in out.iterdir()) == sorted([*VIDEOS, 'qdmn_settings.json'])

@@ -352,7 +352,7 @@ def test_output_is_complete_or_absent_and_a_rerun_says_what_it_does(synthetic_ch
     code, stdout, _ = run_cli(argv, capsys)
     assert code == 0 and 'stopped before the end; starting over' in stdout
     assert sorted(p.name for p in (out / 'masks').iterdir()) == [f'{i:05d}.png' for i in range(4)]
-    assert sorted(p.name for p in out.iterdir()) == ['masks', 'overlay.mp4']
+    assert sorted(p.name for p in out.iterdir()) == ['masks', 'overlay.mp4', 'qdmn_settings.json']
 
     code, stdout, _ = run_cli(argv, capsys)
     assert code == 0 and 'already complete' in stdout and 'nothing to do' in stdout
