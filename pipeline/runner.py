@@ -9,6 +9,7 @@ reported together), and again where the video is segmented.
 """
 import contextlib
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
@@ -21,7 +22,7 @@ from util.device import peak_memory, precision
 from util.distributed import eval_processes
 from util.errors import check_each
 from util.output import check_writable, is_complete
-from util.run_settings import check_same_settings, mask_settings, write_settings
+from util.run_settings import check_same_settings, forget_if_alone, mask_settings, write_settings
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def run_videos(names, open_job, options, setup, checking=lambda names: names):
     every process segments its share, rank 0 prints the totals. checking(names) may wrap the
     names in a progress bar for the checks.
     """
-    def prepare():   # rank 0 only; the other processes wait for its result
+    def prepare(group):   # rank 0 only; the other processes wait for its result
         def check(name):
             job = open_job(name)
             return written_names(job), job.frame_count, job.masks_dir
@@ -79,8 +80,17 @@ def run_videos(names, open_job, options, setup, checking=lambda names: names):
             print(f'{len(checked) - len(todo)} of {len(checked)} videos already complete in {setup.output}: skipped')
         return expected, todo, skipped, model
 
+    created = not os.path.exists(setup.output)
+    try:
+        return _run(prepare, open_job, options, setup)
+    except BaseException:
+        forget_if_alone(setup.output, remove_folder=created)   # a run that made nothing leaves nothing
+        raise
+
+
+def _run(prepare, open_job, options, setup):
     with eval_processes(setup.device, setup.local_rank) as group:
-        expected, todo, skipped, model = group.on_main(prepare)
+        expected, todo, skipped, model = group.on_main(lambda: prepare(group))
         if todo:
             share = group.share(todo)
             start = time.perf_counter()

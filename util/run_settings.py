@@ -101,6 +101,15 @@ def resume_or_refuse(folder, settings, complete, overwrite):
     return False
 
 
+def forget_if_alone(folder, remove_folder):
+    """After a failed run: removes the record when it is all `folder` holds (no result was made), and the
+    folder too when `remove_folder` (the run created it), so that nothing is left behind."""
+    if os.path.isdir(folder) and os.listdir(folder) == [RECORD]:
+        os.remove(os.path.join(folder, RECORD))
+        if remove_folder:
+            os.rmdir(folder)
+
+
 def forget_settings(folder):
     """Removes the record (an --overwrite run, before it replaces the results)."""
     path = os.path.join(folder, RECORD)
