@@ -46,15 +46,16 @@ def read_subset(path):
 
 
 def sample_frame_indices(num_frames, max_skip):
-    """Three frame indices by the published (STCN) clamped scheme; reversed with probability 0.5.
+    """Three frame indices by the published QDMN clamped scheme; reversed with probability 0.5.
 
-    Each next frame lies 1..max_skip+1 after the previous one, clamped so
-    the triplet stays inside the video; near the end two indices may coincide.
+    Each next frame lies 1..max_skip after the previous one (the published
+    loader's randint(1, jump + 1); STCN's own loader allows one frame more),
+    clamped so the triplet stays inside the video; near the end two indices may coincide.
     """
     jump = min(num_frames, max_skip)
     start = int(torch.randint(0, num_frames - jump + 1, ()))
-    second = min(start + int(torch.randint(0, jump + 1, ())) + 1, num_frames - jump, num_frames - 1)
-    third = min(second + int(torch.randint(0, jump + 1, ())) + 1, num_frames - jump // 2, num_frames - 1)
+    second = min(start + int(torch.randint(1, jump + 1, ())), num_frames - jump, num_frames - 1)
+    third = min(second + int(torch.randint(1, jump + 1, ())), num_frames - jump // 2, num_frames - 1)
     indices = [start, second, third]
     return indices[::-1] if torch.rand(()) < 0.5 else indices
 

@@ -171,20 +171,29 @@ def test_thin_plate_spline_warps_image_and_mask_alike():
 
 
 def test_frame_sampling_is_the_published_clamped_scheme():
+    """Published QDMN sampler: each gap drawn from 1..max_skip (randint(1, jump + 1)), clamped to the video."""
     torch.manual_seed(0)
     reversed_count, gaps_seen = 0, set()
-    for _ in range(400):
-        idx = sample_frame_indices(30, 4)
+    for _ in range(3000):
+        idx = sample_frame_indices(100, 4)
         if idx[0] > idx[-1]:
             reversed_count += 1
             idx = idx[::-1]
-        gaps = np.diff(idx)
-        gaps_seen |= set(gaps.tolist())
-        # frame 1 within max_skip+1 of frame 0, frame 2 within max_skip+1 of frame 1, clamped to the video
-        assert 0 <= idx[0] <= 26 and idx[1] <= 26 and idx[2] <= 28
-        assert all(0 <= g <= 5 for g in gaps)
-    assert 150 < reversed_count < 250
-    assert gaps_seen == {0, 1, 2, 3, 4, 5}   # 0 only where the clamp bites near the end
+        gaps = np.diff(idx).tolist()
+        gaps_seen |= set(gaps)
+        assert 0 <= idx[0] <= 96 and idx[1] <= 96 and idx[2] <= 98
+        assert all(0 <= g <= 4 for g in gaps), idx
+        # a gap of 0 only where the clamp bites: the later frame sits at its limit
+        if gaps[0] == 0:
+            assert idx[1] == 96, idx
+        if gaps[1] == 0:
+            assert idx[2] == 98, idx
+    assert 1300 < reversed_count < 1700
+    assert {1, 2, 3, 4} <= gaps_seen <= {0, 1, 2, 3, 4}
+    # max skip 1 (YouTube's first and last curriculum phases): consecutive frames
+    for _ in range(200):
+        idx = sorted(sample_frame_indices(30, 1))
+        assert idx[2] - idx[0] <= 2 and np.diff(idx).max() <= 1
     # a 3-frame video with a large skip: the clamps pin the first two frames to 0, as published
     for _ in range(20):
         assert sorted(sample_frame_indices(3, 10))[:2] == [0, 0]
