@@ -61,46 +61,47 @@ def resize_short_side(image, mask, size):
     return resized_crop(image, mask, (0, 0, h, w), out)
 
 
-def affine_grid(angle, scale, shear, height, width):
-    """grid_sample grid (1,H,W,2) of a rotation by `angle` degrees, zoom `scale` and x-shear `shear`
-    degrees about the image centre (output size = input size)."""
+def affine_matrix(angle=0.0, scale=1.0, shear=0.0, flip=False):
+    """2x2 forward map (x, y) of a mirror (flip), then a zoom by `scale` and x-shear by `shear` degrees,
+    then a rotation by `angle` degrees, all about the image centre."""
     a, s = math.radians(angle), math.radians(shear)
-    forward = scale * torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]],
-                                   dtype=torch.float64) @ torch.tensor([[1, math.tan(s)], [0, 1]], dtype=torch.float64)
-    # Output pixel centres -> source points, in grid_sample's [-1, 1] frame (x, y order).
-    half = torch.tensor([width / 2, height / 2], dtype=torch.float64)
-    theta = torch.linalg.inv(forward) * half[None, :] / half[:, None]
-    theta = torch.cat([theta, torch.zeros(2, 1, dtype=torch.float64)], 1).float()
-    return nnf.affine_grid(theta[None], [1, 1, height, width], align_corners=False)
+    rotation = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
+    shearing = torch.tensor([[1, math.tan(s)], [0, 1]], dtype=torch.float64)
+    mirror = torch.diag(torch.tensor([-1.0 if flip else 1.0, 1.0], dtype=torch.float64))
+    return scale * rotation @ shearing @ mirror
 
 
-def affine(image, mask, angle=0.0, scale=1.0, shear=0.0, interpolation='bicubic', fill=MEAN_COLOUR):
-    """Warps image (...,3,H,W) and mask (...,H,W) uint8 on one grid: the image with `interpolation`,
-    uncovered pixels `fill`; the mask nearest, uncovered pixels 0."""
+def random_affine_matrix(degrees, shear, scale=(1.0, 1.0)):
+    """Rotation in ±degrees, zoom in `scale`, x-shear in ±shear degrees (torchvision's RandomAffine draws)."""
+    return affine_matrix(uniform(-degrees, degrees), uniform(*scale), uniform(-shear, shear))
+
+
+def random_flip_matrix():
+    return affine_matrix(flip=bool(torch.rand(()) < 0.5))
+
+
+def affine(image, mask, matrix):
+    """Warps image (...,3,H,W) and mask (...,H,W) uint8 by the forward map `matrix` on one grid of
+    pixel centres: the image bicubic, uncovered pixels the mean colour; the mask nearest,
+    uncovered pixels 0."""
     h, w = image.shape[-2:]
-    grid = affine_grid(angle, scale, shear, h, w)
+    # Output pixel centres -> source points, in grid_sample's [-1, 1] frame (x, y order).
+    half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
+    theta = torch.linalg.inv(matrix) * half[None, :] / half[:, None]
+    theta = torch.cat([theta, torch.zeros(2, 1, dtype=torch.float64)], 1).float()
+    grid = nnf.affine_grid(theta[None], [1, 1, h, w], align_corners=False)
     frames = image.reshape(-1, 3, h, w)
-    grids = grid.expand(frames.shape[0], -1, -1, -1)
-    # Border padding keeps the bicubic kernel from pulling black into the edge pixels; what lies outside
-    # the source (by the nearest-sample rule the mask uses) gets the fill colour.
-    warped = nnf.grid_sample(frames.float(), grids, mode=interpolation, padding_mode='border', align_corners=False)
-    inside = nnf.grid_sample(torch.ones(1, 1, h, w), grid, mode='nearest', align_corners=False) > 0.5
-    warped = torch.where(inside, warped, torch.tensor(fill, dtype=warped.dtype).view(1, 3, 1, 1))
+    # Border padding keeps the bicubic kernel from pulling black into the edge pixels. A point is
+    # uncovered when its nearest source pixel lies outside, i.e. outside [-1, 1): the rule the mask follows.
+    warped = nnf.grid_sample(frames.float(), grid.expand(frames.shape[0], -1, -1, -1), mode='bicubic',
+                             padding_mode='border', align_corners=False)
+    inside = ((grid >= -1) & (grid < 1)).all(-1).unsqueeze(1)
+    warped = torch.where(inside, warped, torch.tensor(MEAN_COLOUR, dtype=warped.dtype).view(1, 3, 1, 1))
     labels = mask.reshape(-1, 1, h, w).float()
-    warped_mask = nnf.grid_sample(labels, grid.expand(labels.shape[0], -1, -1, -1), mode='nearest', align_corners=False)
+    warped_mask = nnf.grid_sample(labels, grid.expand(labels.shape[0], -1, -1, -1), mode='nearest',
+                                  align_corners=False)
     return (warped.round_().clamp_(0, 255).to(torch.uint8).view(image.shape),
             warped_mask.to(mask.dtype).view(mask.shape))
-
-
-def random_affine(image, mask, degrees, shear, scale=(1.0, 1.0), interpolation='bicubic'):
-    """Rotation in ±degrees, zoom in `scale`, x-shear in ±shear degrees (torchvision's RandomAffine draws)."""
-    return affine(image, mask, uniform(-degrees, degrees), uniform(*scale), uniform(-shear, shear), interpolation)
-
-
-def random_flip(image, mask):
-    if torch.rand(()) < 0.5:
-        return image.flip(-1), mask.flip(-1)
-    return image, mask
 
 
 class RandomThinPlateSpline:
@@ -147,11 +148,12 @@ class StaticTransform:
 
     def __call__(self, image, mask, frames=3):
         """image (3,H,W) uint8, mask (H,W) -> images (T,3,size,size) uint8, masks (T,size,size)."""
-        # The shared zoom only scales: bilinear is enough (the published code uses nearest here).
-        image, mask = random_flip(*random_affine(image, mask, 0, 0, scale=(0.8, 1.5), interpolation='bilinear'))
+        shared = affine_matrix(scale=uniform(0.8, 1.5)) @ random_flip_matrix()
         images, masks = [], []
         for _ in range(frames):
-            view, view_mask = random_affine(image, mask, degrees=20, shear=10, scale=(0.9, 1.1))
+            # The shared zoom and flip and this frame's affine in one bicubic warp (the published code
+            # resamples twice, the zoom with nearest neighbours).
+            view, view_mask = affine(image, mask, random_affine_matrix(20, 10, scale=(0.9, 1.1)) @ shared)
             view, view_mask = self.crop(*(t(x) for t, x in zip((tv_tensors.Image, tv_tensors.Mask),
                                                                 resize_short_side(view, view_mask, self.size))))
             view, view_mask = self.tps(self.per_frame_jitter(view).as_subclass(torch.Tensor),
@@ -181,13 +183,14 @@ class VideoTransform:
         only the cropped pixels are ever copied or converted."""
         box = self.crop_box(images[0])
         cropped = [resized_crop(image, mask, box, (self.size, self.size)) for image, mask in zip(images, masks)]
-        # Flipping after the crop gives the same distribution as before it, on fewer pixels.
-        images, masks = random_flip(torch.stack([c[0] for c in cropped]), torch.stack([c[1] for c in cropped]))
+        images, masks = torch.stack([c[0] for c in cropped]), torch.stack([c[1] for c in cropped])
         # A batched tv_tensor gets one set of random parameters for all its frames.
         images = self.shared_colour(tv_tensors.Image(images)).as_subclass(torch.Tensor)
+        # The shared flip rides on each frame's affine (after the crop: the same distribution as before it).
+        flip = random_flip_matrix()
         out_images, out_masks = [], []
         for image, mask in zip(images, masks):
-            image, mask = random_affine(image, mask, self.degrees, self.shear)
+            image, mask = affine(image, mask, random_affine_matrix(self.degrees, self.shear) @ flip)
             out_images.append(self.frame_jitter(tv_tensors.Image(image)).as_subclass(torch.Tensor))
             out_masks.append(mask)
         return torch.stack(out_images), torch.stack(out_masks)

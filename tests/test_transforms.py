@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.transforms import MEAN_COLOUR, StaticTransform, VideoTransform, affine, to_tensors
+from datasets.transforms import MEAN_COLOUR, StaticTransform, VideoTransform, affine, affine_matrix, to_tensors
 
 
 def square_scene(h=120, w=160, side=40, offset=(0, -20)):
@@ -132,10 +132,10 @@ def test_affine_fills_uncovered_pixels():
     quarter turn of a square image is exact (no fill, no interpolation)."""
     rgb, mask = square_scene(64, 64, 20, offset=(5, 3))
     image, labels = to_tensors(rgb, mask)
-    turned, turned_mask = affine(image, labels, angle=90)
+    turned, turned_mask = affine(image, labels, affine_matrix(angle=90))
     assert torch.equal(turned_mask, torch.rot90(labels, -1)) and torch.equal(turned, torch.rot90(image, -1, (1, 2)))
     image = torch.full((3, 64, 64), 255, dtype=torch.uint8)
-    warped, warped_mask = affine(image, torch.ones(64, 64, dtype=torch.uint8), angle=45)
+    warped, warped_mask = affine(image, torch.ones(64, 64, dtype=torch.uint8), affine_matrix(angle=45))
     corner = warped[:, 0, 0]
     assert corner.tolist() == list(MEAN_COLOUR) and warped_mask[0, 0] == 0
     assert warped[:, 32, 32].tolist() == [255] * 3 and warped_mask[32, 32] == 1
@@ -146,6 +146,6 @@ def test_affine_image_is_bicubic(angle):
     """The image goes through a bicubic kernel (overshoot at a hard edge, which bilinear never gives)."""
     image = torch.zeros(3, 64, 64, dtype=torch.uint8)
     image[:, :, 32:] = 200
-    warped, _ = affine(image, torch.zeros(64, 64, dtype=torch.uint8), angle=angle)
+    warped, _ = affine(image, torch.zeros(64, 64, dtype=torch.uint8), affine_matrix(angle=angle))
     inner = warped[:, 16:48, 16:48]
     assert inner.max() > 200
