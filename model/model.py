@@ -62,7 +62,7 @@ class TwoStepPropagation(nn.Module):
 
     activate_score=False returns the quality scores before the head's final
     ReLU, so the quality loss keeps a gradient when a score falls below 0
-    (see README, "The quality head"); inference always applies the ReLU.
+    (docs/training.md, "The quality head"); inference always applies the ReLU.
     """
 
     def __init__(self, network, activate_score=True):

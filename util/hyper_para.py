@@ -74,7 +74,7 @@ def build_parser():
     opt.add_argument('--quality_fit', choices=['preactivation', 'published'], default='preactivation',
                      help='preactivation: fit the IoU target on the quality head\'s output before its final ReLU, '
                           'so the head keeps learning (default); published: fit the ReLU output, whose head dies '
-                          'early (see README). The saved network is the same architecture either way.')
+                          'early (docs/training.md). The saved network is the same architecture either way.')
 
     data = p.add_argument_group('data')
     data.add_argument('--size', type=int, default=384, help='square crop size (a multiple of 16)')

@@ -78,7 +78,7 @@ class TrainLogger:
         if scalars.get('zero_score_fraction') == 1 and not self.dead_head_warned:
             self.dead_head_warned = True
             self.print(f'WARNING: the quality head scored every sample 0 in the window ending at iteration {it}: '
-                       'its final ReLU is dead and it no longer learns (see README, "The quality head"; '
+                       'its final ReLU is dead and it no longer learns (docs/training.md, "The quality head"; '
                        '--quality_fit preactivation avoids this)')
 
     def images(self, it, data, out, samples=2):
