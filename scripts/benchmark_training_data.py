@@ -8,13 +8,15 @@ Run from the repository root:
 
 For each stage's loader (stage 0: static images, 1: BL30K layout, 2: DAVIS x5 + YouTube-VOS)
 at the published settings (384x384 crops, batch 14 / 8 / 8, max skip 5) it prints samples/s
-with 1 worker and with one worker per core. Then it trains a few iterations of each stage
-(random weights, published batch, one worker per core) and reports the share of each
-iteration spent waiting for the next batch.
+with 1 worker and with one worker per core, and the CPU time one sample costs a worker
+(independent of how busy the machine is: a free core delivers 1/that samples/s). Then it
+trains a few iterations of each stage (random weights, published batch, one worker per
+core) and reports the share of each iteration spent waiting for the next batch.
 
 Synthetic data: JPEG frames with a smooth background, texture and moving discs (about
-100 KB at 854x480, like real DAVIS frames) and palette annotations: static images at
-640x480, BL30K frames at 768x512, DAVIS and YouTube-VOS frames at 854x480.
+150 KB at 854x480, twice a DAVIS frame: a conservative decode cost) and palette
+annotations: static images at 640x480, BL30K frames at 768x512, DAVIS and YouTube-VOS
+frames at 854x480.
 """
 import argparse
 import os
@@ -122,6 +124,22 @@ def loader_throughput(para, batches):
     return batches * para.batch_size / (time.perf_counter() - start)
 
 
+def cpu_seconds_per_sample(para, samples):
+    """CPU time of one sample in this process (no workers, one thread): what a worker spends on it,
+    however busy the machine is."""
+    dataset = TrainingData(para, rank=0, world_size=1).dataset
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    try:
+        dataset[0]
+        start = time.process_time()
+        for i in range(samples):
+            dataset[(i * 7919) % len(dataset)]
+        return (time.process_time() - start) / samples
+    finally:
+        torch.set_num_threads(threads)
+
+
 def waiting_share(para, iterations, device):
     """Seconds per training iteration and the share spent waiting for its batch (after a first one)."""
     torch.manual_seed(0)
@@ -147,6 +165,8 @@ def main():
     parser.add_argument('--batches', type=int, default=4, help='batches timed per loader (default: 4)')
     parser.add_argument('--workers', default=f'1,{os.cpu_count()}',
                         help='comma-separated worker counts (default: 1 and one per core)')
+    parser.add_argument('--samples', type=int, default=20,
+                        help='samples timed per stage for the CPU time per sample (default: 20)')
     parser.add_argument('--iterations', type=int, default=2,
                         help='training iterations timed per stage for the waiting share (0: skip; default: 2)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -167,6 +187,10 @@ def main():
                 rate = loader_throughput(para, args.batches)
                 print(f'| {stage} | {STAGES[stage]} | {para.batch_size} | {count} | {rate:.1f} | '
                       f'{para.batch_size / rate:.2f} |', flush=True)
+        print('\n| stage | loader | CPU s per sample | samples/s per free core |\n| --- | --- | --- | --- |')
+        for stage in stages:
+            cpu = cpu_seconds_per_sample(stage_args(stage, data, temp is not None, 0, args.device), args.samples)
+            print(f'| {stage} | {STAGES[stage]} | {cpu:.3f} | {1 / cpu:.1f} |', flush=True)
         if args.iterations > 0:
             print(f'\n| stage | device | workers | s per iteration | waiting for data |\n| --- | --- | --- | --- | --- |')
             for stage in stages:
