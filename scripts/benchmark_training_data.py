@@ -162,7 +162,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--data', help='a data/ folder in the published layout (default: synthetic data)')
     parser.add_argument('--stages', default='0,1,2', help='stages to measure (default: 0,1,2)')
-    parser.add_argument('--batches', type=int, default=4, help='batches timed per loader (default: 4)')
+    parser.add_argument('--batches', type=int, default=4, help='batches timed per loader (0: skip; default: 4)')
     parser.add_argument('--workers', default=f'1,{os.cpu_count()}',
                         help='comma-separated worker counts (default: 1 and one per core)')
     parser.add_argument('--samples', type=int, default=20,
@@ -181,7 +181,7 @@ def main():
             write_synthetic(data)
         print(f'{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, data: {args.data or "synthetic"}')
         print('\n| stage | loader | batch | workers | samples/s | s per batch |\n| --- | --- | --- | --- | --- | --- |')
-        for stage in stages:
+        for stage in stages if args.batches > 0 else []:
             for count in workers:
                 para = stage_args(stage, data, temp is not None, count, args.device)
                 rate = loader_throughput(para, args.batches)
