@@ -192,7 +192,7 @@ def main():
             cpu = cpu_seconds_per_sample(stage_args(stage, data, temp is not None, 0, args.device), args.samples)
             print(f'| {stage} | {STAGES[stage]} | {cpu:.3f} | {1 / cpu:.1f} |', flush=True)
         if args.iterations > 0:
-            print(f'\n| stage | device | workers | s per iteration | waiting for data |\n| --- | --- | --- | --- | --- |')
+            print('\n| stage | device | workers | s per iteration | waiting for data |\n| --- | --- | --- | --- | --- |')
             for stage in stages:
                 para = stage_args(stage, data, temp is not None, workers[-1], args.device)
                 per_it, share = waiting_share(para, args.iterations, device)
