@@ -169,6 +169,9 @@ def main():
                         help='samples timed per stage for the CPU time per sample (default: 20)')
     parser.add_argument('--iterations', type=int, default=2,
                         help='training iterations timed per stage for the waiting share (0: skip; default: 2)')
+    parser.add_argument('--iteration_batch', type=int,
+                        help='batch of the timed training iterations (default: the published one; a CPU step at '
+                             'batch 8-14 needs more than 16 GB)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -192,11 +195,14 @@ def main():
             cpu = cpu_seconds_per_sample(stage_args(stage, data, temp is not None, 0, args.device), args.samples)
             print(f'| {stage} | {STAGES[stage]} | {cpu:.3f} | {1 / cpu:.1f} |', flush=True)
         if args.iterations > 0:
-            print('\n| stage | device | workers | s per iteration | waiting for data |\n| --- | --- | --- | --- | --- |')
+            print('\n| stage | device | batch | workers | s per iteration | waiting for data |\n'
+                  '| --- | --- | --- | --- | --- | --- |')
             for stage in stages:
                 para = stage_args(stage, data, temp is not None, workers[-1], args.device)
+                para.batch_size = args.iteration_batch or para.batch_size
                 per_it, share = waiting_share(para, args.iterations, device)
-                print(f'| {stage} | {device.type} | {workers[-1]} | {per_it:.1f} | {100 * share:.1f} % |', flush=True)
+                print(f'| {stage} | {device.type} | {para.batch_size} | {workers[-1]} | {per_it:.1f} | '
+                      f'{100 * share:.1f} % |', flush=True)
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
