@@ -183,7 +183,8 @@ def main():
         if temp:
             write_synthetic(data)
         print(f'{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, data: {args.data or "synthetic"}')
-        print('\n| stage | loader | batch | workers | samples/s | s per batch |\n| --- | --- | --- | --- | --- | --- |')
+        if args.batches > 0:
+            print('\n| stage | loader | batch | workers | samples/s | s per batch |\n| --- | --- | --- | --- | --- | --- |')
         for stage in stages if args.batches > 0 else []:
             for count in workers:
                 para = stage_args(stage, data, temp is not None, count, args.device)
