@@ -17,9 +17,9 @@ from torch.utils.data import Dataset
 from datasets.transforms import VideoTransform, normalise, to_tensors
 from util.errors import UserInputError
 from util.image_io import read_label_mask, read_rgb
+from util.labels import VOID
 
 NUM_FRAMES = 3
-VOID = 255
 # A sample needs an object in its first frame (it seeds the memory). Redraw frames and crop
 # in the same video this many times, then in other random videos, then give up.
 SAME_VIDEO_ATTEMPTS = 5
