@@ -170,8 +170,8 @@ def main():
     parser.add_argument('--iterations', type=int, default=2,
                         help='training iterations timed per stage for the waiting share (0: skip; default: 2)')
     parser.add_argument('--iteration_batch', type=int,
-                        help='batch of the timed training iterations (default: the published one; on a CPU '
-                             'a step at batch 14 needs well over 10 GB)')
+                        help='batch of the timed training iterations (default: the published one; on a CPU with '
+                             '7 GB free a step at batch 14 ran out of memory)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = resolve_device(args.device)
