@@ -1,4 +1,4 @@
-"""Segments DAVIS-2017 val or test-dev with QDMN; writes palette PNGs for the evaluation server.
+"""Segments DAVIS-2017 val or test-dev with QDMN; writes palette PNGs (test-dev: and <output>.zip for the server).
 
     python eval_davis.py --model saves/s012.pth --davis data/DAVIS/2017 --split val --output output/d17-val
 
@@ -25,6 +25,7 @@ from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
 from util.memory_log import MemoryLog
 from util.output import atomic_folder, check_writable, is_complete
+from util.submission import write_submission_zip
 from util.tensor_util import frame_to_tensor, labels_to_masks
 from util.video_runs import segment_share
 
@@ -125,8 +126,11 @@ def main():
     skipped = segment_dataset(dataset, args)
     if not is_main_process():
         return   # rank 0 evaluates and reports for every process
+    if args.split == 'testdev':   # the server reads <sequence>/<frame>.png at the zip's root
+        frames = {v: dataset.video(v).frame_names for v in dataset.videos if v not in skipped}
+        print(f'wrote {write_submission_zip(os.path.normpath(args.output), frames)}')
     if args.evaluate and args.split == 'testdev':
-        print('--evaluate: test-dev has no public ground truth; submit the masks to the evaluation server')
+        print('--evaluate: test-dev has no public ground truth; submit the zip to the evaluation server')
     elif args.evaluate:
         evaluate_outputs(root, args.output, '2017/val', single_object=False,
                          sequences=[v for v in dataset.videos if v not in skipped], sparse=args.sparse)

@@ -12,7 +12,6 @@ videos are skipped, so an interrupted run resumes where it stopped.
 """
 import argparse
 import os
-import zipfile
 from contextlib import closing
 
 import progressbar
@@ -29,6 +28,7 @@ from util.download import DEFAULT_MODEL, ensure_model
 from util.image_io import write_palette_png
 from util.memory_log import MemoryLog
 from util.output import atomic_folder, check_writable, is_complete
+from util.submission import write_submission_zip
 from util.video_runs import segment_share
 
 
@@ -81,19 +81,6 @@ def segment_video(network, video, out_folder, device, amp, engine_args, log_fold
         memory_log.write(log_folder, video.name, video.frame_names)
 
 
-def write_zip(output, expected):
-    """<output>.zip with Annotations/<video>/<frame>.png; written under a temp name, then renamed."""
-    path = output + '.zip'
-    tmp = path + '.partial'
-    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:   # PNGs are compressed already
-        for video, frames in expected.items():
-            for f in frames:
-                arcname = f'Annotations/{video}/{f}.png'
-                z.write(os.path.join(output, arcname), arcname)
-    os.replace(tmp, path)
-    return path
-
-
 def main(argv=None):
     args = parse_args(argv)
     output = os.path.normpath(args.output)
@@ -129,7 +116,7 @@ def main(argv=None):
             segment_share(group, todo, lambda: inference_network(model, group.device, args.amp), segment)
     if not group.is_main:
         return   # rank 0 writes the zip and reports for every process
-    print(f'wrote {write_zip(output, expected)}')
+    print(f'wrote {write_submission_zip(output, expected, root="Annotations")}')
     report_skipped(skipped)
 
 

@@ -165,12 +165,14 @@ def _score_chunk(task):
     return video, out
 
 
-def evaluate_lvos(split_dir, results_dir, unseen_list=None, workers=None, progress=True):
+def evaluate_lvos(split_dir, results_dir, unseen_list=None, workers=None, progress=True, videos=None):
     """Official-equivalent LVOS semi-supervised evaluation of a results folder.
 
     split_dir: the LVOS split folder (Annotations/, <split>_meta.json); results_dir: a folder with
     <video>/<frame>.png, or with Annotations/<video>/<frame>.png; unseen_list: a file of video
-    names, one a line (default: the official list); workers: processes (default: all cores).
+    names, one a line (default: the official list); workers: processes (default: all cores);
+    videos: score only these (default: every video of the metadata, as the official tool; the
+    means of a subset are not comparable with published ones).
     Raises UserInputError (one line naming the first bad file) before any scoring on a missing
     file, and on the first result PNG of the wrong size when it is read.
     """
@@ -178,6 +180,11 @@ def evaluate_lvos(split_dir, results_dir, unseen_list=None, workers=None, progre
     split, meta = read_lvos_meta(split_dir)
     unseen = read_unseen_list(unseen_list)
     res_root = results_folder(results_dir)
+    if videos is not None:
+        unknown = sorted(set(videos) - set(meta))
+        if unknown:
+            raise UserInputError(f'video {unknown[0]} is not in the metadata of {split_dir}')
+        meta = {v: objects for v, objects in meta.items() if v in set(videos)}
     plans = [_plan_video(split_dir, res_root, video, objects) for video, objects in meta.items()]
 
     tasks = [(p.name, p.objects, p.frames[i:i + _CHUNK_FRAMES]) for p in plans
