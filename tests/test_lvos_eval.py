@@ -87,7 +87,8 @@ def test_bad_video_is_one_line_and_skip_bad_videos_runs_the_rest(tmp_path, synth
         run_main(lambda: run(split_dir, tmp_path / 'o', synthetic_checkpoint))
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error: ')]
-    assert len(errors) == 1 and f'object 1 of video {UNSEEN} enters on this frame but its mask here is empty' in errors[0]
+    assert len(errors) == 1
+    assert f'object 1 of video {UNSEEN} enters on this frame but its mask here is empty' in errors[0]
     assert not (tmp_path / 'o').exists()
     with pytest.raises(SystemExit):
         run_main(lambda: run(split_dir, tmp_path / 'o', synthetic_checkpoint, '--skip_bad_videos', '--evaluate'))
