@@ -9,6 +9,7 @@ from lvos_tree import square, write_results, write_split
 
 from scripts import evaluate_lvos as evaluate_lvos_cli
 from util.errors import UserInputError
+from util.davis_metrics import f_measure, jaccard
 from util.lvos_metrics import DEFAULT_UNSEEN_LIST, evaluate_lvos, print_results, v_statistic
 
 SHAPE = (20, 20)   # boundary radius 1
@@ -205,3 +206,28 @@ def test_object_with_two_annotations_is_left_out_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match='v_2 .* 2 annotated frame'):
         ev = evaluate_lvos(split_dir, results, workers=1, progress=False)
     assert [o.name for o in ev.objects] == ['v_1'] and ev.objects[0].j.tolist() == [1.0, 1.0]
+
+
+def test_random_frames_match_the_binary_masks_scored_one_by_one(tmp_path):
+    """Several objects on random blobs, void and stray ids: each object's J and F are DAVIS's on
+    `== id` of the ground truth and the result, as the official tool computes them object by object."""
+    rng = np.random.default_rng(1)
+    shape = (36, 50)
+
+    def blobs():
+        labels = np.zeros(shape, np.uint8)
+        for i in (2, 5, 9, 255):   # 9 is no object of the metadata, 255 void
+            y, x = rng.integers(0, shape[0] - 10), rng.integers(0, shape[1] - 10)
+            labels[y:y + rng.integers(3, 16), x:x + rng.integers(3, 20)] = i
+        return labels
+
+    frames = {n: blobs() for n in range(0, 40, 5)}
+    write_split(tmp_path / 'valid', {'rand': (8, {5: (0, 8), 2: (10, 5)}, frames.get)}, shape, frames=False)
+    results = {n: blobs() for n in frames}
+    write_results(tmp_path / 'res', 'rand', results)
+    obj5, obj2 = evaluate_lvos(tmp_path / 'valid', tmp_path / 'res', workers=1, progress=False).objects
+    for obj, numbers in ((obj5, range(5, 35, 5)), (obj2, range(15, 30, 5))):
+        assert obj.j.tolist() == [jaccard(frames[n] == obj.object_id, results[n] == obj.object_id) for n in numbers]
+        assert obj.f.tolist() == [f_measure(frames[n] == obj.object_id, results[n] == obj.object_id)
+                                  for n in numbers]
+    assert 0 < obj5.j_mean < 1 and obj2.name == 'rand_2'
