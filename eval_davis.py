@@ -18,7 +18,8 @@ from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
-                      autocast, memory_options)
+                      memory_options)
+from util.device import autocast
 from util.distributed import add_launcher_args, eval_processes, is_main_process
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main

@@ -28,8 +28,8 @@ from inference_core_yv import InferenceCoreYV, propagate_yv
 from inference_memory_bank import memory_summary
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
-from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, autocast,
-                      memory_options, peak_memory, resolve_device)
+from util.cli import HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, memory_options
+from util.device import autocast, peak_memory, resolve_device
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
@@ -201,7 +201,8 @@ def main(argv=None):
     if state == 'stopped':
         # the memory of frame t depends on every earlier frame: a propagation cannot pick up mid-video
         print(f'{args.output}: an earlier run stopped before the end; starting over from the first frame')
-    network, mode = inference_network(ensure_model(args.model), device, args.amp)
+    # the YouTube-VOS engine (--mask_dir) changes shapes when objects join
+    network, mode = inference_network(ensure_model(args.model), device, args.amp, fixed_shapes=bool(args.mask))
     masks_dir = os.path.join(args.output, 'masks')
 
     size = processing_size(video.size, args.size)

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import progressbar
 
-from util.cli import peak_memory
+from util.device import peak_memory
 
 
 class ShareReport(NamedTuple):
@@ -13,7 +13,7 @@ class ShareReport(NamedTuple):
     frames: int
     seconds: float   # segmenting, after the network is loaded
     memory: str
-    precision: str   # fp32, fp16 or bf16 (util.cli.precision)
+    precision: str   # fp32, fp16 or bf16 (util.device.precision)
 
 
 def segment_share(group, lengths, load_network, segment):
