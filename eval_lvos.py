@@ -23,7 +23,8 @@ from inference_core_yv import InferenceCoreYV, propagate_yv
 from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
-                      autocast, memory_options)
+                      memory_options)
+from util.device import autocast
 from util.distributed import add_launcher_args, eval_processes
 from util.download import DEFAULT_MODEL, ensure_model
 from util.errors import check_each, report_skipped, run_main
@@ -111,7 +112,9 @@ def main(argv=None):
 
         expected, todo, skipped, model = group.on_main(prepare)
         if todo:
-            segment_share(group, todo, lambda: inference_network(model, group.device, args.amp), segment)
+            # the YouTube-VOS engine's shapes change as objects enter: no per-shape kernel tuning
+            segment_share(group, todo, lambda: inference_network(model, group.device, args.amp, fixed_shapes=False),
+                          segment)
     if not group.is_main:
         return   # rank 0 zips, scores and reports for every process
     if dataset.split == 'test':
