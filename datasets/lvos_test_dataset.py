@@ -9,16 +9,16 @@ As in YouTube-VOS, objects enter at different frames, each given by its mask on
 its own first frame only: the label map fed at a frame holds the objects whose
 range starts there and nothing else, even when that annotation shows other
 objects (an object entering later, or one whose mask is not ours to use: the
-valid split annotates every 5th frame of every object). Frames are processed
-like YouTube-VOS's (datasets/yv_test_dataset.py): decoded lazily, resized to
-`size` px on the short side; outputs go back to the original size.
+valid split annotates every 5th frame of every object). Frames and labels are
+read as YouTube-VOS's (datasets/yv_test_dataset.py): lazily, at their own size
+(the Segmenter resizes them to the processing size).
 """
 import os
 import warnings
 
 import numpy as np
 
-from datasets.yv_test_dataset import YouTubeVOSVideo, _list, processing_size, read_annotation, resize_labels
+from datasets.yv_test_dataset import YouTubeVOSVideo, _list, read_annotation
 from util.errors import UserInputError
 from util.image_io import open_image
 from util.lvos_meta import frame_name, read_lvos_meta
@@ -28,12 +28,13 @@ from util.palette import DAVIS_PALETTE
 class LVOSVideo(YouTubeVOSVideo):
     """One video: every frame of JPEGImages/<video> is processed and written.
 
-    `labels` maps a frame's index in `frame_names` to the label map (processing
-    size) of the objects entering there; `entries` are the metadata's objects.
-    Frame reading and the label queries are YouTube-VOS's.
+    `labels` maps a frame's index in `frame_names` to the label map of the
+    objects entering there; `entries` are the metadata's objects. Frame reading,
+    the label queries and `written_frames` (every frame from the first entry on)
+    are YouTube-VOS's.
     """
 
-    def __init__(self, name, frame_dir, annotation_dir, entries, size):
+    def __init__(self, name, frame_dir, annotation_dir, entries):
         # not the parent's constructor: that one reads YouTube-VOS's layout (labels = every annotation)
         self.name = name
         self.frame_dir = frame_dir
@@ -44,7 +45,6 @@ class LVOSVideo(YouTubeVOSVideo):
         self.listed = set(self.frame_names)   # every frame is written
         with open_image(self.frame_path(0)) as first:
             self.size = (first.height, first.width)
-        self.proc_size = processing_size(*self.size, size)
         self._check_ranges()
         self.labels, self.palette = self._entry_labels(annotation_dir)
 
@@ -74,14 +74,13 @@ class LVOSVideo(YouTubeVOSVideo):
                     raise UserInputError(f'{path}: object {obj.id} of video {self.name} enters on this frame '
                                          'but its mask here is empty')
                 entering[mask] = obj.id
-            labels[index[frame_name(start)]] = resize_labels(entering, self.proc_size)
+            labels[index[frame_name(start)]] = entering
             palette = pal if palette is None else palette
         return labels, DAVIS_PALETTE if palette is None else palette
 
 
 class LVOSTestDataset:
-    def __init__(self, split_dir, size=480):
-        self.size = size
+    def __init__(self, split_dir):
         self.split, self.meta = read_lvos_meta(split_dir)
         self.image_dir = os.path.join(split_dir, 'JPEGImages')
         self.mask_dir = os.path.join(split_dir, 'Annotations')
@@ -100,4 +99,4 @@ class LVOSTestDataset:
         frame_dir = os.path.join(self.image_dir, name)
         if not os.path.isdir(frame_dir):
             raise UserInputError(f'{frame_dir}: frames of video {name} (listed in the metadata) not found')
-        return LVOSVideo(name, frame_dir, os.path.join(self.mask_dir, name), self.meta[name], self.size)
+        return LVOSVideo(name, frame_dir, os.path.join(self.mask_dir, name), self.meta[name])

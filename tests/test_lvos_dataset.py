@@ -28,7 +28,7 @@ def split(tmp_path):
 
 
 def test_each_object_enters_on_its_own_frame_with_only_its_id(split):
-    video = LVOSTestDataset(split, size=None).video('vid')
+    video = LVOSTestDataset(split).video('vid')
     assert video.frame_names == [f'{n:08d}' for n in range(0, 30, 5)]
     assert sorted(video.labels) == [0, 2]   # frames 00000000 and 00000010
     first, later = video.labels[0], video.labels[2]
@@ -38,10 +38,11 @@ def test_each_object_enters_on_its_own_frame_with_only_its_id(split):
     assert video.objects() == [2, 4, 5] and video.first_labelled == 0 and video.size == SHAPE
 
 
-def test_processing_size_resizes_the_entry_masks(split):
-    video = LVOSTestDataset(split, size=10).video('vid')
-    assert video.proc_size == (10, 16) and video.labels[2].shape == (10, 16)
-    assert next(video.frames()).shape == (1, 3, 10, 16)
+def test_frames_stream_with_their_names_and_every_frame_is_written(split):
+    video = LVOSTestDataset(split).video('vid')
+    name, rgb = next(video.frames())
+    assert name == '00000000' and rgb.shape == (*SHAPE, 3)
+    assert video.written_frames == video.frame_names
 
 
 def test_late_first_object(tmp_path):
