@@ -36,7 +36,7 @@ if REPO not in sys.path:
 from datasets.training_data import TrainingData  # noqa: E402
 from model.model import QDMNModel  # noqa: E402
 from model.network import QDMN  # noqa: E402
-from util.cli import resolve_device  # noqa: E402
+from util.device import resolve_device  # noqa: E402
 from util.errors import run_main  # noqa: E402
 from util.hyper_para import parse_args  # noqa: E402
 from util.palette import DAVIS_PALETTE  # noqa: E402
