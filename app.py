@@ -79,7 +79,7 @@ class Video:
     num_frames: int
     fps: float
     marks: dict = field(default_factory=dict)      # frame index -> HxW uint8 label map
-    history: list = field(default_factory=list)    # (frame index, its label map before the change) for undo
+    history: list = field(default_factory=list)    # the marks before each change, for undo
 
 
 def open_choice(path, name, folder, limits):
@@ -153,19 +153,20 @@ def add_marks(video, index, layer, tool):
             ys, xs = np.nonzero(stroke)
             stroke = box_to_mask(rgb, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
         labels[stroke] = k
-    video.history.append((index, video.marks.get(index)))
+    video.history.append(dict(video.marks))
     video.marks[index] = labels
 
 
 def undo(video):
+    """Takes back the last Add or Clear."""
     if not video.history:
         raise UserInputError('nothing to undo')
-    index, previous = video.history.pop()
-    if previous is None:
-        del video.marks[index]
-    else:
-        video.marks[index] = previous
-    return index
+    video.marks = video.history.pop()
+
+
+def clear(video):
+    video.history.append(dict(video.marks))
+    video.marks = {}
 
 
 def marks_summary(video):
@@ -313,16 +314,15 @@ def build_page(network, args, root):
         return (video, *frame_updates(video, int(index)))
 
     @readable
-    def undo_last(video):
+    def undo_last(video, index):
         needs_video(video)
-        index = undo(video)
-        return (video, index, *frame_updates(video, index))
+        undo(video)
+        return (video, *frame_updates(video, int(index)))
 
     @readable
-    def clear(video, index):
+    def clear_all(video, index):
         needs_video(video)
-        for i in list(video.marks):
-            video.history.append((i, video.marks.pop(i)))
+        clear(video)
         return (video, *frame_updates(video, int(index)))
 
     def run(video, progress=gr.Progress()):
@@ -349,7 +349,7 @@ def build_page(network, args, root):
         yield (result.overlay_webm, f'Done: {len(result.timeline)} frames. The frames listed first need a look.',
                rows, lowest, result.check_first, [result.masks_zip, result.overlay_mp4])
 
-    with gr.Blocks(title='QDMN: segment your video', delete_cache=(3600, 24 * 3600)) as page:
+    with gr.Blocks(title='QDMN: segment your video') as page:
         video = gr.State(None)
         gr.Markdown('# QDMN: segment your own video\nChoose a video, mark the objects on a frame, press '
                     '**Segment**; the quality timeline shows where tracking may have degraded.')
@@ -399,8 +399,8 @@ def build_page(network, args, root):
         sample.click(choose_sample, None, chosen)
         frame.release(show_frame, [video, frame], [editor, marks])
         add_button.click(add, [video, frame, editor, tool], [video, editor, marks])
-        undo_button.click(undo_last, video, [video, frame, editor, marks])
-        clear_button.click(clear, [video, frame], [video, editor, marks])
+        undo_button.click(undo_last, [video, frame], [video, editor, marks])
+        clear_button.click(clear_all, [video, frame], [video, editor, marks])
         running = segment_button.click(run, video, [overlay, status, timeline, check_table, check_gallery, downloads],
                                        concurrency_limit=1, concurrency_id='segment')
         cancel_button.click(lambda: 'Cancelled.', None, status, cancels=[running])

@@ -86,7 +86,12 @@ def test_brush_box_undo_and_clear_of_marks(tmp_path):
     ys, xs = np.nonzero(video.marks[5])
     assert ys.min() >= 100 and ys.max() < 300 and xs.min() >= 250 and xs.max() < 400
     assert app.marks_summary(video) == 'Marked: frame 0: object 1; frame 5: object 2'
-    assert app.undo(video) == 5 and list(video.marks) == [0]
+    app.undo(video)
+    assert list(video.marks) == [0]
+    app.clear(video)
+    assert video.marks == {}
+    app.undo(video)         # takes back the whole Clear
+    assert list(video.marks) == [0] and (video.marks[0] == 1).sum() == 100
     with pytest.raises(UserInputError, match='nothing drawn'):
         app.add_marks(video, 0, np.zeros((*video.size, 4), np.uint8), 'brush')
 
