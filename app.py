@@ -215,7 +215,9 @@ def segment(video, network, size, folder, max_frames):
             Mp4Writer(mp4, video.fps) as download_video:
         for i, (name, rgb) in enumerate(open_video(video.source)):
             if i >= max_frames:
-                raise UserInputError(f'{video.name}: more than {max_frames} frames, the limit')
+                # a container's frame count can be wrong: the limit holds for the frames decoded
+                raise UserInputError(f'{video.name}: more frames than the limit of {max_frames} '
+                                     f'(the container said {video.num_frames or "nothing"})')
             if i < first:
                 labels, quality, decision = np.zeros(rgb.shape[:2], np.uint8), None, None
             else:

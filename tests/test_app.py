@@ -100,3 +100,62 @@ def test_segmenting_without_marks_is_refused(tmp_path):
     video = choose(tmp_path, app.SAMPLE, 'judo.mp4')
     with pytest.raises(UserInputError, match='^judo.mp4: no object marked'):
         next(app.segment(video, None, 96, str(tmp_path / 'out'), 100))
+
+
+@pytest.fixture(scope='module')
+def api_network(synthetic_checkpoint):
+    from qdmn import load_network
+    return load_network(synthetic_checkpoint, device='cpu', amp=False)
+
+
+@pytest.fixture
+def small_video(tmp_path):
+    """The sample's first 4 frames at 64x36, as an mp4 chosen on the page."""
+    import cv2
+    from util.overlay import Mp4Writer
+    path = tmp_path / 'small.mp4'
+    with Mp4Writer(str(path), 25) as writer:
+        for i, (_, rgb) in enumerate(app.open_video(app.SAMPLE)):
+            if i == 4:
+                break
+            writer.write(cv2.resize(rgb, (64, 36), interpolation=cv2.INTER_AREA))
+    return choose(tmp_path, path, 'small.mp4')
+
+
+def test_segment_writes_every_output_and_lists_the_lowest_quality_first(small_video, api_network, tmp_path):
+    app.add_marks(small_video, 0, layer_with({1: (8, 28, 20, 44)}, small_video.size), 'brush')
+    run = app.segment(small_video, api_network, -1, str(tmp_path / 'out'), 100)
+    done = []
+    while True:
+        try:
+            done.append(next(run))
+        except StopIteration as finished:
+            result = finished.value
+            break
+    assert done == [1, 2, 3, 4]
+    with zipfile.ZipFile(result.masks_zip) as archive:
+        assert archive.namelist() == [f'{i:05d}.png' for i in range(4)]
+    assert [row[0] for row in result.timeline] == list(range(4))
+    assert sum(q is not None for _, _, q, _ in result.timeline) >= 3     # every encoded frame has a quality
+    captions = [caption for _, caption in result.check_first]
+    lowest = sorted((q, name) for _, name, q, _ in result.timeline if q is not None)
+    assert [c.split(':')[0] for c in captions] == [f'frame {name}' for _, name in lowest]
+    for path in (result.overlay_mp4, result.overlay_webm):
+        import cv2
+        assert cv2.VideoCapture(path).get(cv2.CAP_PROP_FRAME_COUNT) == 4
+
+
+def test_a_cancelled_run_leaves_no_output(small_video, api_network, tmp_path):
+    app.add_marks(small_video, 0, layer_with({1: (8, 28, 20, 44)}, small_video.size), 'brush')
+    out = tmp_path / 'out'
+    run = app.segment(small_video, api_network, -1, str(out), 100)
+    assert next(run) == 1
+    run.close()     # what the page's Cancel does to the generator
+    assert not (out / 'masks').exists() and not any(out.glob('overlay*')) and not (out / 'masks.zip').exists()
+
+
+def test_segmentation_stops_at_the_frame_limit(small_video, api_network, tmp_path):
+    app.add_marks(small_video, 0, layer_with({1: (8, 28, 20, 44)}, small_video.size), 'brush')
+    with pytest.raises(UserInputError, match=r'^small.mp4: more frames than the limit of 2 \(the container said 4\)$'):
+        list(app.segment(small_video, api_network, -1, str(tmp_path / 'out'), 2))
+    assert not (tmp_path / 'out' / 'masks').exists()
