@@ -31,7 +31,7 @@ import numpy as np
 from datasets.video_reader import open_video
 from qdmn import Segmenter, load_network
 from util.cli import HelpFormatter, add_device_args, resolve_device
-from util.download import DEFAULT_MODEL, ensure_model
+from util.download import DEFAULT_MODEL
 from util.errors import UserInputError, run_main
 from util.grabcut import box_to_mask
 from util.image_io import write_palette_png
@@ -184,31 +184,26 @@ class Result:
     overlay_webm: str       # VP8: what browsers play
     overlay_mp4: str        # mp4v, as segment_video.py writes
     masks_zip: str
+    memory_log: list        # memory_log.csv and .png (util/memory_log.py)
     timeline: list          # (frame, name, mean quality or None, memory decision)
     check_first: list       # (overlay RGB, caption) of the lowest-quality frames, lowest first
-
-
-def decision_name(decision):
-    """The memory decision as words ('stored', 'low quality', ...); None: the frame was not encoded."""
-    if decision is None:
-        return 'not encoded'
-    return str(getattr(decision, 'reason', decision)).replace('_', ' ')
 
 
 def segment(video, network, size, folder, max_frames):
     """Segments `video` from its marks into `folder`; yields the frames done, returns a Result.
 
     Objects marked on frame 0 only: the DAVIS preset, as segment_video.py
-    --mask; marks on later frames: the YouTube-VOS preset, as --mask_dir.
-    Frames before the first mark get empty masks. Outputs appear only
+    --mask; marks on later frames: the YouTube-VOS preset, as --mask_dir
+    (frames before the first mark come back empty). Outputs appear only
     complete: an error or a cancel (the generator closed) leaves none.
     """
     if not video.marks:
         raise UserInputError(f'{video.name}: no object marked; mark at least one object, then Segment')
-    first = min(video.marks)
-    seg = Segmenter(network, preset='davis' if set(video.marks) == {0} else 'youtube',
-                    size=None if size <= 0 else size)
-    timeline, lowest = [], []
+    objects = {int(i) for labels in video.marks.values() for i in np.unique(labels) if i}
+    youtube = set(video.marks) != {0}
+    seg = Segmenter(network, preset='youtube' if youtube else 'davis', size=None if size <= 0 else size,
+                    num_objects=len(objects) if youtube else None, memory_log=True)
+    timeline, lowest, names = [], [], []
     masks = os.path.join(folder, 'masks')
     webm, mp4 = os.path.join(folder, 'overlay.webm'), os.path.join(folder, 'overlay.mp4')
     with atomic_folder(masks) as partial, Mp4Writer(webm, video.fps, fourcc='VP80') as page_video, \
@@ -218,27 +213,28 @@ def segment(video, network, size, folder, max_frames):
                 # a container's frame count can be wrong: the limit holds for the frames decoded
                 raise UserInputError(f'{video.name}: more frames than the limit of {max_frames} '
                                      f'(the container said {video.num_frames or "nothing"})')
-            if i < first:
-                labels, quality, decision = np.zeros(rgb.shape[:2], np.uint8), None, None
-            else:
-                labels = seg.step(rgb, labels=video.marks.get(i))
-                quality = np.mean(list(seg.quality.values())) if seg.quality else None
-                decision = decision_name(seg.decision)
+            labels = seg.step(rgb, labels=video.marks.get(i))
+            # reading the quality encodes the frame now rather than at the next step; the last
+            # frame is scored too (one encoding more than segment_video.py, same masks)
+            quality = np.mean(list(seg.quality.values())) if seg.quality else None
             write_palette_png(os.path.join(partial, name + '.png'), labels)
             overlay = blend(rgb, labels)
             page_video.write(overlay)
             download_video.write(overlay)
-            timeline.append((i, name, quality, decision))
+            timeline.append((i, name, quality, seg.decision))
+            names.append(name)
             if quality is not None:  # keep the CHECK_FIRST lowest: a heap on -quality
-                entry = (-quality, i, overlay, f'frame {name}: quality {quality:.2f} ({decision})')
+                entry = (-quality, i, overlay, f'frame {name}: quality {quality:.2f} ({seg.decision})')
                 (heapq.heappush if len(lowest) < CHECK_FIRST else heapq.heappushpop)(lowest, entry)
             yield i + 1
+        seg.finish()
     masks_zip = os.path.join(folder, 'masks.zip')
     with zipfile.ZipFile(masks_zip, 'w') as archive:
         for file in sorted(os.listdir(masks)):
             archive.write(os.path.join(masks, file), file)
+    memory_log = seg.memory_log.write(folder, 'memory_log', names)
     check_first = [(overlay, caption) for _, _, overlay, caption in sorted(lowest, reverse=True)]
-    return Result(webm, mp4, masks_zip, timeline, check_first)
+    return Result(webm, mp4, masks_zip, memory_log, timeline, check_first)
 
 
 def private_folder():
@@ -345,11 +341,11 @@ def build_page(network, args, root):
                 yield (gr.skip(), f'Segmenting: {done} of {total or "?"} frames', *[gr.skip()] * 4)
         except UserInputError as e:
             raise gr.Error(str(e), print_exception=False) from None
-        rows = pd.DataFrame([(i, n, q, d) for i, n, q, d in result.timeline if q is not None],
-                            columns=['frame', 'name', 'quality', 'memory'])
-        lowest = rows.sort_values('quality').head(CHECK_FIRST)[['name', 'quality', 'memory']].round(3)
+        rows = pd.DataFrame([(i, n, q, d, d.split()[0]) for i, n, q, d in result.timeline if q is not None],
+                            columns=['frame', 'name', 'quality', 'decision', 'memory'])
+        lowest = rows.sort_values('quality').head(CHECK_FIRST)[['name', 'quality', 'decision']].round(3)
         yield (result.overlay_webm, f'Done: {len(result.timeline)} frames. The frames listed first need a look.',
-               rows, lowest, result.check_first, [result.masks_zip, result.overlay_mp4])
+               rows, lowest, result.check_first, [result.masks_zip, result.overlay_mp4, *result.memory_log])
 
     with gr.Blocks(title='QDMN: segment your video') as page:
         video = gr.State(None)
@@ -386,14 +382,14 @@ def build_page(network, args, root):
         gr.Markdown('### 4. Results')
         with gr.Row():
             overlay = gr.Video(label='overlay', format=None, elem_id='overlay', interactive=False, loop=True)
-            timeline = gr.ScatterPlot(x='frame', y='quality', color='memory', tooltip=['name', 'quality', 'memory'],
+            timeline = gr.ScatterPlot(x='frame', y='quality', color='memory', tooltip=['name', 'quality', 'decision'],
                                       label='quality and memory decision per frame (hover a point)',
                                       elem_id='timeline', height=320)
         with gr.Row():
             check_table = gr.Dataframe(label='check these first (lowest quality)', elem_id='check_table',
                                        interactive=False)
             check_gallery = gr.Gallery(label='lowest-quality frames', columns=3, height=320, elem_id='check_gallery')
-        downloads = gr.File(label='downloads: masks (palette PNGs) and overlay video', file_count='multiple',
+        downloads = gr.File(label='downloads: masks (palette PNGs), overlay video, memory log (CSV and plot)', file_count='multiple',
                             interactive=False, elem_id='downloads')
 
         chosen = [video, frame, info, editor, marks]
@@ -414,7 +410,7 @@ def main(argv=None):
     device = resolve_device(args.device)
     if args.host != '127.0.0.1':
         warnings.warn(f'--host {args.host}: the page (and the videos uploaded to it) is open to other machines')
-    network = load_network(ensure_model(args.model), device=device, amp=args.amp)
+    network = load_network(args.model, device=device, amp=args.amp)
     root = private_folder()
     # Gradio keeps uploads in GRADIO_TEMP_DIR, read when it is imported: point it into the private folder
     os.environ['GRADIO_TEMP_DIR'] = os.path.join(root, 'uploads')

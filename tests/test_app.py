@@ -1,4 +1,5 @@
 """app.py's page logic without a browser: choosing a video, marks, errors (tests/test_app_page.py drives the page)."""
+import os
 import zipfile
 
 import numpy as np
@@ -137,6 +138,9 @@ def test_segment_writes_every_output_and_lists_the_lowest_quality_first(small_vi
         assert archive.namelist() == [f'{i:05d}.png' for i in range(4)]
     assert [row[0] for row in result.timeline] == list(range(4))
     assert sum(q is not None for _, _, q, _ in result.timeline) >= 3     # every encoded frame has a quality
+    assert sorted(os.path.basename(p) for p in result.memory_log) == ['memory_log.csv', 'memory_log.png']
+    with open(result.memory_log[0]) as log:
+        assert len(log.read().splitlines()) == 1 + 4                        # a header and one row per frame
     captions = [caption for _, caption in result.check_first]
     lowest = sorted((q, name) for _, name, q, _ in result.timeline if q is not None)
     assert [c.split(':')[0] for c in captions] == [f'frame {name}' for _, name in lowest]

@@ -132,7 +132,7 @@ def test_sample_box_segment_download(page, tmp_path):
     assert page.locator('#check_gallery img').count() >= 1
 
     files = download_all(page)
-    assert set(files) == {'masks.zip', 'overlay.mp4'}
+    assert set(files) == {'masks.zip', 'overlay.mp4', 'memory_log.csv', 'memory_log.png'}
     with zipfile.ZipFile(files['masks.zip']) as archive:
         names = sorted(archive.namelist())
         assert names == [f'{i:05d}.png' for i in range(SAMPLE_FRAMES)]
