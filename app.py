@@ -26,6 +26,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from datasets.video_reader import open_video
@@ -412,6 +413,7 @@ def main(argv=None):
         warnings.warn(f'--host {args.host}: the page (and the videos uploaded to it) is open to other machines')
     network = load_network(args.model, device=device, amp=args.amp)
     root = private_folder()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not a line per run on the webm's codec tag
     # Gradio keeps uploads in GRADIO_TEMP_DIR, read when it is imported: point it into the private folder
     os.environ['GRADIO_TEMP_DIR'] = os.path.join(root, 'uploads')
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
