@@ -17,10 +17,10 @@ import argparse
 import atexit
 import functools
 import heapq
+import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import warnings
 import zipfile
@@ -35,7 +35,7 @@ from util.cli import HelpFormatter, add_device_args, resolve_device
 from util.download import DEFAULT_MODEL
 from util.errors import UserInputError, run_main
 from util.grabcut import box_to_mask
-from util.image_io import write_palette_png
+from util.image_io import read_label_mask, write_palette_png
 from util.output import atomic_folder
 from util.overlay import Mp4Writer, blend
 from util.palette import DAVIS_PALETTE
@@ -182,6 +182,7 @@ def marks_summary(video):
 
 @dataclass
 class Result:
+    masks_dir: str          # <frame name>.png per frame
     overlay_webm: str       # VP8: what browsers play
     overlay_mp4: str        # mp4v, as segment_video.py writes
     masks_zip: str
@@ -235,7 +236,14 @@ def segment(video, network, size, folder, max_frames):
             archive.write(os.path.join(masks, file), file)
     memory_log = seg.memory_log.write(folder, 'memory_log', names)
     check_first = [(overlay, caption) for _, _, overlay, caption in sorted(lowest, reverse=True)]
-    return Result(webm, mp4, masks_zip, memory_log, timeline, check_first)
+    return Result(masks, webm, mp4, masks_zip, memory_log, timeline, check_first)
+
+
+def result_frame(video, masks_dir, names, index):
+    """(overlay, caption) of frame `index` of a finished run, from the video and its written mask."""
+    index = min(max(index, 0), len(names) - 1)
+    labels, _ = read_label_mask(os.path.join(masks_dir, names[index] + '.png'))
+    return blend(read_frame(video, index), labels), f'frame {names[index]}'
 
 
 def private_folder():
@@ -243,7 +251,7 @@ def private_folder():
     also on SIGTERM (the usual way to stop a service), which Python would otherwise not clean up after."""
     folder = tempfile.mkdtemp(prefix='qdmn-app-')
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # stops the server as Ctrl-C does
     return folder
 
 
@@ -339,17 +347,29 @@ def build_page(network, args, root):
                     result = finished.value
                     break
                 progress((done, total) if total else done, desc='segmenting', unit='frames')
-                yield (gr.skip(), f'Segmenting: {done} of {total or "?"} frames', *[gr.skip()] * 4)
+                yield (gr.skip(), f'Segmenting: {done} of {total or "?"} frames', *[gr.skip()] * 5)
         except UserInputError as e:
             raise gr.Error(str(e), print_exception=False) from None
-        rows = pd.DataFrame([(i, n, q, d, d.split()[0]) for i, n, q, d in result.timeline if q is not None],
+        # one colour per kind of decision: 'replaced 12' and 'replaced 30' are both 'replaced'
+        rows = pd.DataFrame([(i, n, q, d, 'replaced' if d.startswith('replaced') else d)
+                             for i, n, q, d in result.timeline if q is not None],
                             columns=['frame', 'name', 'quality', 'decision', 'memory'])
         lowest = rows.sort_values('quality').head(CHECK_FIRST)[['name', 'quality', 'decision']].round(3)
         yield (result.overlay_webm, f'Done: {len(result.timeline)} frames. The frames listed first need a look.',
-               rows, lowest, result.check_first, [result.masks_zip, result.overlay_mp4, *result.memory_log])
+               rows, lowest, result.check_first, [result.masks_zip, result.overlay_mp4, *result.memory_log],
+               (result.masks_dir, [name for _, name, _, _ in result.timeline]))
+
+    @readable
+    def show_selected(video, last_run, selection: gr.SelectData):
+        """A range dragged across the timeline shows its first frame."""
+        if video is None or last_run is None:
+            raise gr.Error('segment a video first')
+        image, caption = result_frame(video, *last_run, math.ceil(selection.index[0]))
+        return gr.Image(value=image, label=caption)
 
     with gr.Blocks(title='QDMN: segment your video') as page:
         video = gr.State(None)
+        last_run = gr.State(None)   # (masks folder, frame names) of the last finished run
         gr.Markdown('# QDMN: segment your own video\nChoose a video, mark the objects on a frame, press '
                     '**Segment**; the quality timeline shows where tracking may have degraded.')
         with gr.Row():
@@ -384,12 +404,14 @@ def build_page(network, args, root):
         with gr.Row():
             overlay = gr.Video(label='overlay', format=None, elem_id='overlay', interactive=False, loop=True)
             timeline = gr.ScatterPlot(x='frame', y='quality', color='memory', tooltip=['name', 'quality', 'decision'],
-                                      label='quality and memory decision per frame (hover a point)',
+                                      label='quality and memory decision per frame (hover a point; drag '
+                                            'across the plot to see a frame)',
                                       elem_id='timeline', height=320)
         with gr.Row():
             check_table = gr.Dataframe(label='check these first (lowest quality)', elem_id='check_table',
                                        interactive=False)
             check_gallery = gr.Gallery(label='lowest-quality frames', columns=3, height=320, elem_id='check_gallery')
+        selected = gr.Image(label='frame chosen on the timeline', elem_id='selected', interactive=False, height=320)
         downloads = gr.File(label='downloads: masks (palette PNGs), overlay video, memory log (CSV and plot)', file_count='multiple',
                             interactive=False, elem_id='downloads')
 
@@ -400,8 +422,9 @@ def build_page(network, args, root):
         add_button.click(add, [video, frame, editor, tool], [video, editor, marks])
         undo_button.click(undo_last, [video, frame], [video, editor, marks])
         clear_button.click(clear_all, [video, frame], [video, editor, marks])
-        running = segment_button.click(run, video, [overlay, status, timeline, check_table, check_gallery, downloads],
-                                       concurrency_limit=1, concurrency_id='segment')
+        running = segment_button.click(run, video, [overlay, status, timeline, check_table, check_gallery, downloads,
+                                                    last_run], concurrency_limit=1, concurrency_id='segment')
+        timeline.select(show_selected, [video, last_run], selected)
         cancel_button.click(lambda: 'Cancelled.', None, status, cancels=[running])
     return page
 
@@ -419,9 +442,12 @@ def main(argv=None):
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     page = build_page(network, args, root)
     print(f'serving on http://{args.host}:{args.port} (uploads and results in {root}, removed at exit)')
-    page.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, max_file_size=f'{args.max_upload_mb}mb',
-        allowed_paths=[root], show_error=True, inbrowser=False)
+    try:    # serves until Ctrl-C or SIGTERM
+        page.queue(default_concurrency_limit=1).launch(
+            server_name=args.host, server_port=args.port, max_file_size=f'{args.max_upload_mb}mb',
+            allowed_paths=[root], show_error=True, inbrowser=False)
+    finally:
+        page.close()    # no request still writing into the private folder while it is removed
 
 
 if __name__ == '__main__':

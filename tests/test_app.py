@@ -144,6 +144,8 @@ def test_segment_writes_every_output_and_lists_the_lowest_quality_first(small_vi
     captions = [caption for _, caption in result.check_first]
     lowest = sorted((q, name) for _, name, q, _ in result.timeline if q is not None)
     assert [c.split(':')[0] for c in captions] == [f'frame {name}' for _, name in lowest]
+    image, caption = app.result_frame(small_video, result.masks_dir, [row[1] for row in result.timeline], 2)
+    assert image.shape == (36, 64, 3) and caption == 'frame 00002'
     for path in (result.overlay_mp4, result.overlay_webm):
         import cv2
         assert cv2.VideoCapture(path).get(cv2.CAP_PROP_FRAME_COUNT) == 4

@@ -127,9 +127,17 @@ def test_sample_box_segment_download(page, tmp_path):
                                      'v.play().then(() => setTimeout(() => done([v.duration, v.currentTime]), 300)) })')
     assert duration[0] == pytest.approx(SAMPLE_FRAMES / 25, abs=0.1) and duration[1] > 0
 
-    # the timeline and the frames to check are filled
+    # the frames to check are listed; dragging across the timeline shows a frame
     assert page.locator('#check_table tbody tr').count() >= 1
     assert page.locator('#check_gallery img').count() >= 1
+    plot = page.locator('#timeline svg.marks')
+    plot.scroll_into_view_if_needed()
+    plot = plot.bounding_box()
+    page.mouse.move(plot['x'] + plot['width'] * 0.4, plot['y'] + plot['height'] * 0.5)
+    page.mouse.down()
+    page.mouse.move(plot['x'] + plot['width'] * 0.6, plot['y'] + plot['height'] * 0.5, steps=5)
+    page.mouse.up()
+    page.locator('#selected img').wait_for(timeout=60_000)
 
     files = download_all(page)
     assert set(files) == {'masks.zip', 'overlay.mp4', 'memory_log.csv', 'memory_log.png'}
