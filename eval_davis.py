@@ -20,7 +20,8 @@ from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, add_skip_bad_videos_arg,
                       autocast, memory_options)
 from util.distributed import add_launcher_args, eval_processes, is_main_process
-from util.download import DEFAULT_MODEL, ensure_model
+from qdmn.network import ensure_model
+from util.download import DEFAULT_MODEL
 from util.errors import check_each, report_skipped, run_main
 from util.image_io import write_palette_png
 from util.memory_log import MemoryLog

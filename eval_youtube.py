@@ -25,7 +25,8 @@ from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memor
                       autocast, memory_options)
 from util.distributed import add_launcher_args, eval_processes
 from util.errors import check_each, report_skipped, run_main
-from util.download import DEFAULT_MODEL, ensure_model
+from qdmn.network import ensure_model
+from util.download import DEFAULT_MODEL
 from util.image_io import write_palette_png
 from util.memory_log import MemoryLog
 from util.output import atomic_folder, check_writable, is_complete

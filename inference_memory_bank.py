@@ -1,4 +1,5 @@
-"""The quality-aware dynamic memory of one video (SPEC section 2).
+"""The quality-aware dynamic memory of one video (the QDMN paper; README "Long videos"), and the
+published memory settings of DAVIS and YouTube-VOS (the presets every layer above uses).
 
 Three kinds of entries, each a frame's key/value for the objects it holds:
   * permanent: the annotated frame(s); never evicted;
@@ -12,6 +13,29 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The published engine settings of one benchmark, and the protocol they go with.
+
+    protocol 'davis': one labelled first frame is the quality reference, a frame's quality is the
+    plain mean of its object scores; 'youtube': objects enter on any labelled frame, each starting
+    a propagation pass whose first propagated frame is the reference, zero scores left out.
+    """
+    name: str
+    protocol: str
+    mem_freq: int        # minimum frame gap between stored memory frames
+    quality_thr: float   # relative quality a due frame must exceed to be stored
+    memory_thr: int      # capacity of the propagated memory (of each pass on YouTube-VOS)
+    top_k: int = 50      # memory pixels read per query pixel
+
+
+# YouTube-VOS videos are shorter, sparser and show more objects: a smaller memory and a laxer gate
+# than DAVIS's work best there (the published settings).
+PRESETS = {'davis': Preset('davis', 'davis', mem_freq=5, quality_thr=0.8, memory_thr=20),
+           'youtube': Preset('youtube', 'youtube', mem_freq=5, quality_thr=0.75, memory_thr=10)}
+DAVIS, YOUTUBE = PRESETS['davis'], PRESETS['youtube']
 
 
 @dataclass
@@ -41,7 +65,8 @@ class MemoryBank:
     """policy 'quality' is QDMN's; 'recent' stores every due frame with no quality gate and evicts
     the oldest stored one: the baseline of the paper's long-video comparison."""
 
-    def __init__(self, mem_freq=5, quality_thr=0.8, capacity=20, policy='quality'):
+    def __init__(self, mem_freq=DAVIS.mem_freq, quality_thr=DAVIS.quality_thr, capacity=DAVIS.memory_thr,
+                 policy='quality'):
         if policy not in POLICIES:
             raise ValueError(f'memory policy {policy!r}: expected one of {POLICIES}')
         self.mem_freq = mem_freq
@@ -128,6 +153,36 @@ class MemoryBank:
         if not keys:
             raise KeyError(f'object {obj} has no memory')
         return torch.cat(keys, 2), torch.cat(values, 2)
+
+
+    def settings(self):
+        return {'mem_freq': self.mem_freq, 'quality_thr': self.quality_thr, 'capacity': self.capacity,
+                'policy': self.policy}
+
+    def state_dict(self):
+        """Every entry (tensors as they are) and the counters: what the next decision depends on."""
+        def entry(e):   # not dataclasses.asdict: it would deep-copy the tensors
+            return None if e is None else {'frame': e.frame, 'key': e.key, 'value': e.value,
+                                           'objects': list(e.objects), 'quality': e.quality, 'order': e.order}
+        return {'settings': self.settings(), 'permanent': [entry(e) for e in self.permanent],
+                'stored': [entry(e) for e in self.stored], 'temporary': entry(self.temporary),
+                'last_stored_frame': self.last_stored_frame, 'stored_count': self.stored_count}
+
+    def load_state_dict(self, state, device=None):
+        """Restores a state_dict() of a bank with the same settings (ValueError otherwise)."""
+        if state['settings'] != self.settings():
+            raise ValueError(f'memory state saved with {state["settings"]}, this bank has {self.settings()}')
+
+        def entry(d):
+            if d is None:
+                return None
+            return MemoryEntry(d['frame'], d['key'].to(device), d['value'].to(device), tuple(d['objects']),
+                               d['quality'], d['order'])
+        self.permanent = [entry(d) for d in state['permanent']]
+        self.stored = [entry(d) for d in state['stored']]
+        self.temporary = entry(state['temporary'])
+        self.last_stored_frame = state['last_stored_frame']
+        self.stored_count = state['stored_count']
 
 
 def memory_summary(decisions, bank):

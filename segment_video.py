@@ -30,7 +30,8 @@ from model.inference_mode import inference_network
 from util.background import BackgroundWriter, prefetch
 from util.cli import (HelpFormatter, add_device_args, add_memory_args, add_memory_log_arg, autocast,
                       memory_options, peak_memory, resolve_device)
-from util.download import DEFAULT_MODEL, ensure_model
+from qdmn.network import ensure_model
+from util.download import DEFAULT_MODEL
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, write_palette_png
 from util.memory_log import MemoryLog

@@ -1,4 +1,4 @@
-"""Trains QDMN (SPEC section 4) on one or more processes.
+"""Trains QDMN (the published stages, README "Training") on one or more processes.
 
     torchrun --nproc_per_node=2 train.py --id s0-QDMN --stage 0
     python -m torch.distributed.launch --master_port 12345 --nproc_per_node=2 train.py --id s0-QDMN --stage 0

@@ -1,4 +1,4 @@
-"""Training augmentations (SPEC section 4), on uint8 tensors, drawing only from torch's RNG.
+"""Training augmentations of the published code (README "Training"), on uint8 tensors, drawing only from torch's RNG.
 
 Geometric transforms always see the image and its label mask together
 (torchvision's v2 API applies one set of parameters to every input and
@@ -58,7 +58,7 @@ class RandomThinPlateSpline:
 
 
 class StaticTransform:
-    """Three 'frames' from one still image, as published (SPEC section 4).
+    """Three 'frames' from one still image, as published.
 
     Drawn once per sample and shared by its frames: zoom, horizontal flip,
     colour jitter with hue and grayscale, so a sample never holds mirrored

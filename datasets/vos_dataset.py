@@ -7,7 +7,7 @@ Layout (DAVIS keeps its frames one level deeper, in 480p/):
 
 Only frames with an annotation are sampled. A sample is three frames in
 order (the published clamped sampler), reversed half of the time, and up to two
-objects of the first sampled frame (SPEC section 4).
+objects of the first sampled frame (as in the published training).
 """
 import os
 
@@ -17,9 +17,9 @@ from torch.utils.data import Dataset
 from datasets.transforms import VideoTransform, normalise, to_tensors
 from util.errors import UserInputError
 from util.image_io import read_label_mask, read_rgb
+from util.labels import VOID
 
 NUM_FRAMES = 3
-VOID = 255
 # A sample needs an object in its first frame (it seeds the memory). Redraw frames and crop
 # in the same video this many times, then in other random videos, then give up.
 SAME_VIDEO_ATTEMPTS = 5

@@ -6,6 +6,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from util.errors import run_main  # noqa: E402
+from qdmn.network import verify_checkpoint  # noqa: E402
 from util.download import DEFAULT_MODEL, download_s012  # noqa: E402
 
 
@@ -17,7 +18,7 @@ def main():
     if os.path.isfile(args.output) and not args.force:
         print(f'{args.output} already exists (use --force to download again)')
         return
-    print(f'saved and verified: {download_s012(args.output)}')
+    print(f'saved and verified: {download_s012(verify_checkpoint, args.output)}')
 
 
 if __name__ == '__main__':

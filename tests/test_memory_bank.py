@@ -1,4 +1,4 @@
-"""Memory policy of SPEC section 2, driven with scripted quality scores."""
+"""The paper's quality-aware memory policy, driven with scripted quality scores."""
 import math
 
 import pytest

@@ -80,17 +80,25 @@ class BackgroundWriter:
         self._raise_error()
         self.jobs.put((fn, args))
 
+    def wait(self):
+        """Blocks until every job submitted so far has run; raises the first job's error, if any."""
+        self.jobs.join()
+        self._raise_error()
+
     def _run(self):
         while True:
             job = self.jobs.get()
-            if job is None:
-                return
-            if self.error is None and not self.cancelled:
-                fn, args = job
-                try:
-                    fn(*args)
-                except BaseException as e:  # noqa: B036 - raised in the caller's thread
-                    self.error = e
+            try:
+                if job is None:
+                    return
+                if self.error is None and not self.cancelled:
+                    fn, args = job
+                    try:
+                        fn(*args)
+                    except BaseException as e:  # noqa: B036 - raised in the caller's thread
+                        self.error = e
+            finally:
+                self.jobs.task_done()
 
     def _raise_error(self):
         if self.error is not None:

@@ -1,7 +1,7 @@
 """DAVIS semi-supervised evaluation (region J, boundary F, J&F), our own implementation.
 
 It reproduces the numbers of the official DAVIS challenge tool (davis2017-evaluation,
-semi-supervised task) on the same masks; the protocol is written down in SPEC.md §5.
+semi-supervised task) on the same masks; the protocol is described in README "Evaluation (J&F)".
 
 Protocol, as the official tool applies it
 -----------------------------------------

@@ -1,4 +1,8 @@
-"""Fetching the published s012 checkpoint from Google Drive (gdown), verified before use."""
+"""Fetching the published s012 checkpoint from Google Drive (gdown), verified before use.
+
+The check that a file is a QDMN checkpoint belongs to the network's layer: callers pass it as
+`verify` (qdmn.network.verify_checkpoint), so util/ does not import model/.
+"""
 import os
 
 from util.errors import UserInputError
@@ -8,15 +12,8 @@ S012_URL = f'https://drive.google.com/file/d/{S012_DRIVE_ID}/view'
 DEFAULT_MODEL = os.path.join('saves', 's012.pth')
 
 
-def verify_checkpoint(path):
-    """Raises UserInputError unless `path` loads strictly into the multi-object QDMN."""
-    from model.checkpoint import load_network, read_state_dict
-    from model.network import QDMN
-    load_network(QDMN(single_object=False), read_state_dict(path), source=path)
-
-
-def download_s012(path=DEFAULT_MODEL, quiet=False):
-    """Downloads s012 to `path` (through a temp file, verified, then renamed)."""
+def download_s012(verify, path=DEFAULT_MODEL, quiet=False):
+    """Downloads s012 to `path` (through a temp file, checked by verify(file), then renamed)."""
     import gdown
     folder = os.path.dirname(path) or '.'
     os.makedirs(folder, exist_ok=True)
@@ -34,7 +31,7 @@ def download_s012(path=DEFAULT_MODEL, quiet=False):
             f'could not download s012 from Google Drive ({reason}). Without internet, fetch it by hand '
             f'from {S012_URL} and save it as {path}')
     try:
-        verify_checkpoint(tmp)
+        verify(tmp)
     except UserInputError as e:
         os.remove(tmp)
         raise UserInputError(f'the downloaded file is not the s012 checkpoint: {e}') from None
@@ -42,11 +39,12 @@ def download_s012(path=DEFAULT_MODEL, quiet=False):
     return path
 
 
-def ensure_model(path):
-    """Returns `path`; downloads s012 there first when it is the default location and missing."""
+def ensure_model(path, verify):
+    """Returns `path`; downloads s012 there first (checked by verify(file)) when it is the default
+    location and missing."""
     if os.path.isfile(path):
         return path
     if os.path.normpath(path) != os.path.normpath(DEFAULT_MODEL):
         raise UserInputError(f'{path}: checkpoint not found')
     print(f'{path} not found: downloading the published s012 checkpoint')
-    return download_s012(path)
+    return download_s012(verify, path)

@@ -1,4 +1,4 @@
-"""Command line of train.py, with the per-stage defaults of SPEC section 4.
+"""Command line of train.py, with the per-stage defaults of the published training (README "Training").
 
 Options left at None take their stage's value (STAGE_DEFAULTS); every one
 of them can be given explicitly instead.

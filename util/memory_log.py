@@ -9,7 +9,7 @@ the decision).
 """
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
 
 from util.output import atomic_file
@@ -34,8 +34,12 @@ class FrameRecord:
 
     @property
     def decision(self):
-        """'first frame', 'labelled', 'stored', 'replaced <frame>', 'not due', 'low quality' or 'not encoded'."""
-        return f'replaced {self.evicted}' if self.reason == 'replaced' else self.reason.replace('_', ' ')
+        return decision_text(self.reason, self.evicted)
+
+
+def decision_text(reason, evicted=None):
+    """'first frame', 'labelled', 'stored', 'replaced <frame>', 'not due', 'low quality' or 'not encoded'."""
+    return f'replaced {evicted}' if reason == 'replaced' else reason.replace('_', ' ')
 
 
 class MemoryLog:
@@ -67,6 +71,16 @@ class MemoryLog:
             evicted = None if decision.evicted_frame is None else decision.evicted_frame + shift
         self.records.append(FrameRecord(frame + shift, scores, reason, quality, evicted,
                                         tuple(f + shift for f in bank.kept_frames())))
+
+    def state_dict(self):
+        """The records so far as plain data (for saving an engine's state mid-video)."""
+        return {'object_ids': self.object_ids, 'first_frame': self.first_frame, 'gate': self.gate,
+                'policy': self.policy, 'records': [dict(asdict(r), memory=list(r.memory)) for r in self.records]}
+
+    def load_state_dict(self, state):
+        self.object_ids, self.first_frame = state['object_ids'], state['first_frame']
+        self.gate, self.policy = state['gate'], state['policy']
+        self.records = [FrameRecord(**dict(r, memory=tuple(r['memory']))) for r in state['records']]
 
     def _object_id(self, key):
         return key if self.object_ids is None else self.object_ids[key]

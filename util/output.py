@@ -33,20 +33,24 @@ def partial_folder(final):
 
 
 @contextlib.contextmanager
-def atomic_folder(final):
+def atomic_folder(final, resume=False, keep_on_error=lambda: False):
     """Yields a hidden sibling folder that replaces `final` when the block ends normally.
 
     On an error (or an abandoned generator) the partial folder is removed,
-    so `final` is either complete or untouched.
+    so `final` is either complete or untouched; unless keep_on_error() says
+    a later run can resume it. `resume` keeps what an earlier run left there.
     """
     partial = partial_folder(final)
     parent = os.path.dirname(final) or '.'
     created_parent = not os.path.isdir(parent)
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
+    if not resume:
+        shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial, exist_ok=True)
     try:
         yield partial
     except BaseException:
+        if keep_on_error():
+            raise
         shutil.rmtree(partial, ignore_errors=True)
         if created_parent and not os.listdir(parent):  # leave no empty output folder behind
             os.rmdir(parent)
