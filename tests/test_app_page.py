@@ -118,9 +118,6 @@ def test_sample_box_segment_download(page, tmp_path):
     page.click('#segment')
     page.locator('#status').get_by_text('Done').wait_for(timeout=RUN_TIMEOUT * 1000)
     page.locator('#overlay video').wait_for()
-    page.screenshot(path=tmp_path / 'result_page.png', full_page=True)
-    if os.environ.get('QDMN_UPDATE_SCREENSHOT'):    # how docs/app_screenshot.png is made
-        shutil.copy(tmp_path / 'result_page.png', REPO / 'docs' / 'app_screenshot.png')
 
     # the overlay plays in the browser: it has a duration and its time moves
     duration = page.eval_on_selector('#overlay video', 'v => new Promise(done => { v.muted = true; '
@@ -138,6 +135,9 @@ def test_sample_box_segment_download(page, tmp_path):
     page.mouse.move(plot['x'] + plot['width'] * 0.6, plot['y'] + plot['height'] * 0.5, steps=5)
     page.mouse.up()
     page.locator('#selected img').wait_for(timeout=60_000)
+    page.screenshot(path=tmp_path / 'result_page.png', full_page=True)
+    if os.environ.get('QDMN_UPDATE_SCREENSHOT'):    # how docs/app_screenshot.png is made
+        shutil.copy(tmp_path / 'result_page.png', REPO / 'docs' / 'app_screenshot.png')
 
     files = download_all(page)
     assert set(files) == {'masks.zip', 'overlay.mp4', 'memory_log.csv', 'memory_log.png'}
