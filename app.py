@@ -36,6 +36,7 @@ from util.download import DEFAULT_MODEL
 from util.errors import UserInputError, run_main
 from util.grabcut import box_to_mask
 from util.image_io import read_label_mask, write_palette_png
+from util.labels import object_ids, reduced_short_side
 from util.output import atomic_folder
 from util.overlay import Mp4Writer, blend
 from util.palette import DAVIS_PALETTE
@@ -175,7 +176,7 @@ def marks_summary(video):
         return 'No object marked yet.'
     lines = []
     for index in sorted(video.marks):
-        ids = [int(i) for i in np.unique(video.marks[index]) if i]
+        ids = object_ids(video.marks[index])
         lines.append(f'frame {index}: object{"s" if len(ids) > 1 else ""} {", ".join(map(str, ids))}')
     return 'Marked: ' + '; '.join(lines)
 
@@ -201,9 +202,9 @@ def segment(video, network, size, folder, max_frames):
     """
     if not video.marks:
         raise UserInputError(f'{video.name}: no object marked; mark at least one object, then Segment')
-    objects = {int(i) for labels in video.marks.values() for i in np.unique(labels) if i}
+    objects = {i for labels in video.marks.values() for i in object_ids(labels)}
     youtube = set(video.marks) != {0}
-    seg = Segmenter(network, preset='youtube' if youtube else 'davis', size=None if size <= 0 else size,
+    seg = Segmenter(network, preset='youtube' if youtube else 'davis', size=reduced_short_side(video.size, size),
                     num_objects=len(objects) if youtube else None, memory_log=True)
     timeline, lowest, names = [], [], []
     masks = os.path.join(folder, 'masks')
