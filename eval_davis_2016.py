@@ -4,27 +4,27 @@
 
 Accepts the binary 0/255 annotations of DAVIS-2016 and the palette ones of
 DAVIS-2017 (every object merged into one). The image set defaults to
-`<davis>/ImageSets/2016/val.txt`. Complete videos are skipped on a re-run.
+`<davis>/ImageSets/2016/val.txt`. Complete videos are skipped on a re-run and
+a video in progress goes on from its last saved state (--resume_every).
 """
 import argparse
 
 from datasets.davis_test_dataset import DAVISTestDataset
-from eval_davis import add_common_args, evaluate_outputs, segment_dataset
+from pipeline.davis import evaluate_outputs, segment_davis
+from pipeline.flags import add_davis_args, parse_davis_args, run_options, run_setup
 from util.cli import HelpFormatter
 from util.distributed import is_main_process
 from util.errors import report_skipped, run_main
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('--davis', default='data/DAVIS/2016', help='DAVIS-2016 root (or a DAVIS-2017 trainval root)')
     parser.add_argument('--imset', default='2016/val.txt', help='image set, relative to <davis>/ImageSets or absolute')
-    add_common_args(parser)
-    args = parser.parse_args()
-    if args.sparse and not args.evaluate:
-        parser.error('--sparse applies to --evaluate')
+    add_davis_args(parser)
+    args = parse_davis_args(parser, argv)
     dataset = DAVISTestDataset(args.davis, imset=args.imset, single_object=True)
-    skipped = segment_dataset(dataset, args)
+    skipped = segment_davis(dataset, run_options(args, 'davis'), run_setup(args, args.output))
     if not is_main_process():
         return   # rank 0 evaluates and reports for every process
     if args.evaluate:

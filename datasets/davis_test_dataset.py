@@ -10,11 +10,10 @@ import os
 
 import numpy as np
 
+from datasets.video_reader import IMAGE_EXTENSIONS
 from util.errors import UserInputError
 from util.image_io import open_image, read_label_mask, read_rgb
-
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-VOID = 255  # DAVIS marks ambiguous pixels 255; they are not an object
+from util.labels import clear_void, object_ids
 
 
 class DAVISVideo:
@@ -34,10 +33,10 @@ class DAVISVideo:
     def first_annotation(self):
         """Returns (labels HxW uint8, object ids, palette) of the first frame, validated."""
         labels, palette = read_label_mask(self.first_mask_path)
-        labels = np.where(labels == VOID, 0, labels).astype(np.uint8)
+        labels = clear_void(labels)
         if self.single_object:
             labels = (labels > 0).astype(np.uint8)
-        objects = [int(o) for o in np.unique(labels) if o != 0]
+        objects = object_ids(labels)
         if not objects:
             raise UserInputError(f'{self.first_mask_path}: the first-frame annotation contains no object')
         return labels, objects, palette
@@ -53,15 +52,15 @@ class DAVISVideo:
         return labels, objects
 
     def frames(self, size=None):
-        """Yields HxWx3 uint8 frames; every frame must have the first frame's size (or `size`)."""
-        for path in self.frame_paths:
+        """Yields (name, HxWx3 uint8 RGB); every frame must have the first frame's size (or `size`)."""
+        for name, path in zip(self.frame_names, self.frame_paths):
             rgb = read_rgb(path)
             if size is None:
                 size = rgb.shape[:2]
             elif rgb.shape[:2] != tuple(size):
                 raise UserInputError(f'{path}: frame is {rgb.shape[1]}x{rgb.shape[0]}, '
                                      f'expected {size[1]}x{size[0]} like the rest of the video')
-            yield rgb
+            yield name, rgb
 
 
 class DAVISTestDataset:

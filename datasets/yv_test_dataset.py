@@ -8,10 +8,8 @@ Layout:
     <root>/all_frames/<split>_all_frames/JPEGImages/<video>/<frame>.jpg
                                                     every frame; processed when present
 
-Frames are decoded lazily, one at a time, and resized to `size` px on the
-short side (bilinear); annotations are resized with nearest neighbour. The
-long side is scaled by the same factor and rounded to the nearest integer
-(854x480 stays, 1280x720 -> 853x480).
+Frames and annotations are read lazily, at their own size (the Segmenter
+resizes them to the processing size: util.labels.processing_size).
 
 Label ids: 1..254 are objects (kept as they are, gaps allowed); 255 is void,
 as in DAVIS, and treated as unlabelled with a warning; ids above 255 (16-bit
@@ -23,22 +21,11 @@ import os
 import warnings
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
 from util.errors import UserInputError
 from util.image_io import open_image, read_rgb
+from util.labels import VOID, clear_void, object_ids
 from util.palette import DAVIS_PALETTE
-from util.tensor_util import frame_to_tensor
-
-VOID = 255
-
-
-def processing_size(h, w, short=480):
-    """(h, w) scaled so the short side is `short`, aspect kept, long side rounded; None keeps it."""
-    if short is None:
-        return h, w
-    scale = short / min(h, w)
-    return (short, int(w * scale + 0.5)) if h <= w else (int(h * scale + 0.5), short)
 
 
 def read_annotation(path):
@@ -56,16 +43,8 @@ def read_annotation(path):
     ids = ids.astype(np.uint8)
     if (ids == VOID).any():
         warnings.warn(f'{path}: label 255 treated as void (unlabelled)')
-        ids = np.where(ids == VOID, 0, ids).astype(np.uint8)
+        ids = clear_void(ids)
     return ids, palette
-
-
-def resize_labels(labels, size):
-    """Nearest-neighbour resize of an HxW label map to size=(h, w)."""
-    if tuple(size) == labels.shape:
-        return labels
-    x = torch.from_numpy(labels)[None, None].float()
-    return F.interpolate(x, size=tuple(size), mode='nearest')[0, 0].to(torch.uint8).numpy()
 
 
 def _list(folder, ext):
@@ -73,14 +52,14 @@ def _list(folder, ext):
 
 
 class YouTubeVOSVideo:
-    """One video: frame names, its annotations at processing size, lazy frames.
+    """One video: frame names, its annotations, lazy frames.
 
     `frame_names` are all processed frames (all-frames release when present),
     `listed` the split's own frames (the ones to write), `labels` maps a
-    frame's index in `frame_names` to its label map at processing size.
+    frame's index in `frame_names` to its label map (at the frames' size).
     """
 
-    def __init__(self, name, frame_dir, listed_dir, annotation_dir, size):
+    def __init__(self, name, frame_dir, listed_dir, annotation_dir):
         self.name = name
         self.frame_dir = frame_dir
         self.frame_names = _list(frame_dir, '.jpg')
@@ -93,7 +72,6 @@ class YouTubeVOSVideo:
                                  f'but missing here ({len(missing)} missing)')
         with open_image(self.frame_path(0)) as first:
             self.size = (first.height, first.width)   # original (h, w); outputs are written at it
-        self.proc_size = processing_size(*self.size, size)
         self.labels, self.palette = self._read_annotations(annotation_dir)
 
     def frame_path(self, i):
@@ -118,7 +96,7 @@ class YouTubeVOSVideo:
                     raise UserInputError(f'{path}: first annotation of video {self.name} has no object')
                 palette = pal
             if ids.any():   # an empty later annotation labels nothing
-                labels[index[n]] = resize_labels(ids, self.proc_size)
+                labels[index[n]] = ids
         return labels, DAVIS_PALETTE if palette is None else palette
 
     @property
@@ -126,21 +104,25 @@ class YouTubeVOSVideo:
         return min(self.labels)
 
     def objects(self):
-        return sorted({int(i) for lab in self.labels.values() for i in np.unique(lab) if i})
+        return sorted({i for lab in self.labels.values() for i in object_ids(lab)})
 
-    def frames(self, device='cpu'):
-        """Yields each frame as a (1,3,h,w) normalised tensor at processing size, decoded on demand."""
-        for i in range(len(self.frame_names)):
+    @property
+    def written_frames(self):
+        """Names of the frames the server scores and we write: listed ones from the first annotation on."""
+        return [n for n in self.frame_names[self.first_labelled:] if n in self.listed]
+
+    def frames(self):
+        """Yields (name, HxWx3 uint8 RGB) of every frame, decoded on demand."""
+        for i, name in enumerate(self.frame_names):
             rgb = read_rgb(self.frame_path(i))
             if rgb.shape[:2] != self.size:
                 raise UserInputError(f'{self.frame_path(i)}: frame is {rgb.shape[1]}x{rgb.shape[0]}, '
                                      f'the video is {self.size[1]}x{self.size[0]}')
-            yield frame_to_tensor(rgb, device, self.proc_size)
+            yield name, rgb
 
 
 class YouTubeVOSTestDataset:
-    def __init__(self, root, split='valid', size=480):
-        self.size = size
+    def __init__(self, root, split='valid'):
         split_dir = os.path.join(root, split)
         self.image_dir = os.path.join(split_dir, 'JPEGImages')
         self.mask_dir = os.path.join(split_dir, 'Annotations')
@@ -174,7 +156,7 @@ class YouTubeVOSTestDataset:
         if not os.path.isdir(frame_dir):
             raise UserInputError(f'{frame_dir}: video {name} missing from the all-frames release')
         video = YouTubeVOSVideo(name, frame_dir, os.path.join(self.image_dir, name),
-                                os.path.join(self.mask_dir, name), self.size)
+                                os.path.join(self.mask_dir, name))
         self._check_meta(video)
         return video
 

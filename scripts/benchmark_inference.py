@@ -4,7 +4,7 @@
     python scripts/benchmark_inference.py --davis data/DAVIS/2016 --video blackswan --frames 12
 
 Each (length, precision) runs in a fresh process (peak RSS is per process)
-through eval_davis.segment_video, the code the CLIs run: frames decoded
+through the pipeline the CLIs run (pipeline.video.VideoRun): frames decoded
 ahead in a thread, PNGs written behind in another. Stages are timed around
 the network's calls: query encoder (with the gated key/value projection),
 memory read, ASPP + decoder, memory encoder (with the quality head); "other"
@@ -21,6 +21,7 @@ and then evicts, so peak memory at 400 frames against 50 shows whether it
 stays flat.
 """
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -36,11 +37,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import eval_davis  # noqa: E402
-import datasets.davis_test_dataset as reader  # noqa: E402
 from datasets.davis_test_dataset import DAVISTestDataset  # noqa: E402
-from model.inference_mode import inference_network, optimize_for_inference  # noqa: E402
+from model.inference_mode import optimize_for_inference  # noqa: E402
 from model.network import QDMN  # noqa: E402
+from pipeline.davis import davis_job  # noqa: E402
+from pipeline.video import RunOptions, VideoRun  # noqa: E402
+from qdmn import Network, load_network  # noqa: E402
+from util.image_io import write_palette_png  # noqa: E402
 from util.palette import DAVIS_PALETTE  # noqa: E402
 
 # network call -> stage; 'decode*' and 'write*' are the I/O threads' own times
@@ -88,52 +91,53 @@ def timed(function, name, totals, sync):
     return wrapper
 
 
-class RecordingCore(eval_davis.InferenceCore):
-    """Keeps the engine eval_davis.segment_video makes, for its memory bank's state."""
-    instances = []
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.instances.append(self)
+def timed_iterator(iterator, name, totals):
+    """`iterator` whose every next() (a frame's decoding) is timed."""
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        totals[name] += time.perf_counter() - start
+        yield item
 
 
 def worker(args):
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else (lambda: None)
     if args.model:
-        net, mode = inference_network(args.model, device, args.amp)
+        net = load_network(args.model, device, args.amp)
     else:  # random weights: the same compute as s012
         from util.cli import precision
         mode = precision(device, args.amp)
-        net = optimize_for_inference(QDMN().to(device), bf16=mode == 'bf16')
+        net = Network(optimize_for_inference(QDMN().to(device), bf16=mode == 'bf16'), device, mode)
     totals = defaultdict(float)
     for method, stage in STAGES.items():
-        setattr(net, method, timed(getattr(net, method), stage, totals, sync))
-    # the I/O threads' own time (they overlap the network)
-    eval_davis.frame_to_tensor = timed(eval_davis.frame_to_tensor, 'decode*', totals, lambda: None)
-    reader.read_rgb = timed(reader.read_rgb, 'decode*', totals, lambda: None)
-    eval_davis.write_palette_png = timed(eval_davis.write_palette_png, 'write*', totals, lambda: None)
-    eval_davis.InferenceCore = RecordingCore
+        setattr(net.module, method, timed(getattr(net.module, method), stage, totals, sync))
 
-    root, video_name = args.davis, args.video
-    video = DAVISTestDataset(root, imset=args.imset).video(video_name)
-    video.frame_paths = video.frame_paths[:args.worker]
-    engine_args = dict(top_k=args.top_k, mem_freq=args.mem_freq, quality_thr=args.quality_thr,
-                       memory_thr=args.memory_thr)
     with tempfile.TemporaryDirectory() as out:
+        job = davis_job(DAVISTestDataset(args.davis, imset=args.imset), args.video, out)
+        frames = job.frames
+        # the first --worker frames, their decoding (in the decode thread) and writing (in the writer's) timed
+        job.frames = lambda: timed_iterator(itertools.islice(frames(), args.worker), 'decode*', totals)
+        job.frame_names, job.frame_count = job.frame_names[:args.worker], args.worker
+        job.write_mask = timed(write_palette_png, 'write*', totals, lambda: None)
+        options = RunOptions('davis', dict(top_k=args.top_k, mem_freq=args.mem_freq, quality_thr=args.quality_thr,
+                                           memory_thr=args.memory_thr), resume_every=0)
+        run = VideoRun(net, job, options, report=lambda line: None)
         start, faults = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        frames = sum(1 for _ in eval_davis.segment_video(net, video, os.path.join(out, video_name), device,
-                                                          args.amp, engine_args))
+        frames = sum(1 for _ in run)
         wall = time.perf_counter() - start
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     main_stages = sum(v for k, v in totals.items() if not k.endswith('*'))
     totals['other'] = wall - main_stages
-    core = RecordingCore.instances[-1]
+    engine = run.segmenter.engine
     print(json.dumps({
-        'frames': frames, 'precision': mode, 'wall': wall, 'fps': frames / wall, 'stages': totals,
+        'frames': frames, 'precision': net.precision, 'wall': wall, 'fps': frames / wall, 'stages': totals,
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'page_faults': faults,
-        'memory_entries': len(core.bank.entries()), 'decisions': core.decisions}))
+        'memory_entries': len(engine.bank.entries()), 'decisions': engine.decisions}))
 
 
 def run(args, frames, amp):

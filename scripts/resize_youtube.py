@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import progressbar  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from datasets.yv_test_dataset import processing_size  # noqa: E402
 from util.errors import UserInputError, run_main  # noqa: E402
 from util.image_io import open_image  # noqa: E402
+from util.labels import processing_size  # noqa: E402
 
 SUBFOLDERS = ('JPEGImages', 'Annotations')
 JPEG_QUALITY = 90

@@ -198,3 +198,20 @@ def test_a_state_of_other_settings_is_refused(inference_net, tmp_path):
     with pytest.raises(InputError, match='not a readable Segmenter state'):
         Segmenter(inference_net, size=32).load(tmp_path / 'bad.pt')
 
+
+@pytest.mark.slow
+def test_readme_notebook_example_writes_the_masks_of_segment_video(synthetic_checkpoint, tmp_path, monkeypatch):
+    """The README's example, run as written (but the synthetic weights, a CPU-friendly size and a temp folder)."""
+    import segment_video
+    code = (REPO / 'README.md').read_text().split('## Python API')[1].split('```python\n')[1].split('```')[0]
+    code = (code.replace("'saves/s012.pth'", repr(str(synthetic_checkpoint))).replace('size=None', 'size=120')
+            .replace("'output/notebook", repr(str(tmp_path / 'notebook'))[:-1]))
+    monkeypatch.chdir(REPO)
+    exec(code, {})
+    segment_video.main(['--video', 'samples/judo.mp4', '--mask', 'samples/judo_masks/00000.png', '--output',
+                        str(tmp_path / 'cli'), '--model', str(synthetic_checkpoint), '--size', '120',
+                        '--device', 'cpu'])
+    written = sorted((tmp_path / 'notebook').iterdir())
+    assert [p.name for p in written] == [f'{i:05d}.png' for i in range(16)]
+    for path in written:
+        assert path.read_bytes() == (tmp_path / 'cli' / 'masks' / path.name).read_bytes(), path.name

@@ -10,6 +10,7 @@ from PIL import Image
 
 import eval_davis
 import eval_davis_2016
+from pipeline.video import RunOptions
 from util.errors import UserInputError, run_main
 from util.palette import DAVIS_PALETTE
 
@@ -107,19 +108,20 @@ def test_published_flags_and_default_root(shared_dir, synthetic_checkpoint, tmp_
     from model.memory_read import KM_SIGMA
     make_davis(shared_dir, tmp_path / 'data' / 'DAVIS' / '2017' / 'trainval', 2017, frames=2)
     monkeypatch.chdir(tmp_path)
-    engines = []
+    segmenters = []
+    make = RunOptions.segmenter
 
-    class RecordingCore(eval_davis.InferenceCore):
-        def __init__(self, network, **kwargs):
-            engines.append(kwargs)
-            super().__init__(network, **kwargs)
+    def recording(options, *args):
+        segmenters.append(make(options, *args))
+        return segmenters[-1]
 
-    monkeypatch.setattr(eval_davis, 'InferenceCore', RecordingCore)
+    monkeypatch.setattr(RunOptions, 'segmenter', recording)
     code, err = run_cli(eval_davis, ['--model', synthetic_checkpoint, '--output', 'out', '--no_top', '--use_km',
                                      '--memory_policy', 'recent', '--device', 'cpu'], monkeypatch, capsys)
     assert code == 0, err
-    assert engines and all(e['top_k'] is None and e['km_sigma'] == KM_SIGMA for e in engines)
-    assert all(e['memory_policy'] == 'recent' for e in engines)
+    engines = [s.engine for s in segmenters]
+    assert len(engines) == 2 and all(e.top_k is None and e.km_sigma == KM_SIGMA for e in engines)
+    assert all(e.bank.policy == 'recent' and e.bank.capacity == 20 for e in engines)
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == list(VIDEOS)
 
 
@@ -244,6 +246,7 @@ def test_output_not_writable(small_davis, synthetic_checkpoint, tmp_path, monkey
 
 BAR_THEN_PROBLEM = """
 import sys, progressbar
+from pipeline.video import RunOptions
 from util.errors import UserInputError, run_main
 
 def main():

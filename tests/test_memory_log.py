@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-import eval_davis
 import eval_davis_2016
-import eval_youtube
+import pipeline.video
+import qdmn.network
 import segment_video
 from conftest import REPO
 from inference_core import InferenceCore, propagate
@@ -140,8 +140,7 @@ def test_youtube_log_per_pass_with_labelled_frames_and_a_shifted_start(tmp_path)
 @pytest.fixture
 def built_once(inference_net, monkeypatch):
     """The CLIs get the session's network instead of loading the checkpoint again (seconds per run)."""
-    for module in (eval_davis, eval_youtube, segment_video):
-        monkeypatch.setattr(module, 'inference_network', lambda path, device, amp=False: (inference_net, 'fp32'))
+    monkeypatch.setattr(qdmn.network, 'inference_network', lambda path, device, amp=False: (inference_net, 'fp32'))
 
 
 @pytest.fixture(scope='module')
@@ -220,11 +219,11 @@ def test_segment_video_log_beside_masks_and_none_after_a_failure(synthetic_check
     argv = ['--video', frames, '--mask', mask, '--output', out, '--model', synthetic_checkpoint, '--device', 'cpu',
             '--mem_freq', 2, '--save_memory_log']
 
-    real_write = segment_video.write_palette_png
-    monkeypatch.setattr(segment_video, 'write_palette_png', failing_on_call(real_write, 3))
+    real_write = pipeline.video.write_palette_png
+    monkeypatch.setattr(pipeline.video, 'write_palette_png', failing_on_call(real_write, 3))
     code, _, err = run_segment_video(argv, capsys)
     assert code == 2 and not out.exists()   # no log of an unfinished video
-    monkeypatch.setattr(segment_video, 'write_palette_png', real_write)
+    monkeypatch.setattr(pipeline.video, 'write_palette_png', real_write)
 
     code, stdout, err = run_segment_video(argv, capsys)
     assert code == 0, err

@@ -11,11 +11,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import pipeline.video
 import segment_video
+from datasets.annotations import load_mask
 from datasets.video_reader import natural_key, open_video
 from inference_core_yv import InferenceCoreYV, propagate_yv
+from pipeline.video import RunOptions, VideoJob, VideoRun
+from qdmn import Network
+from test_youtube import ScriptedNet
 from util.errors import UserInputError, run_main
 from util.image_io import read_rgb
+from util.labels import processing_size, reduced_short_side
 from util.overlay import Mp4Writer, blend
 from util.palette import DAVIS_PALETTE
 from util.tensor_util import frame_to_tensor
@@ -97,7 +103,7 @@ def test_mask_dir_matches_the_youtube_engine(judo, inference_net, synthetic_chec
 
     # the same input straight through the engine: frames and masks resized by hand
     size = (SIZE, 214)   # 854x480 at short side 120
-    assert segment_video.processing_size((480, 854), SIZE) == size
+    assert processing_size(480, 854, reduced_short_side((480, 854), SIZE)) == size
     labels = {}
     for path in sorted(masks_dir.glob('*.png')):
         ids = torch.from_numpy(np.array(Image.open(path)))[None, None].float()
@@ -130,7 +136,6 @@ def test_bundled_sample_main_command(synthetic_checkpoint, tmp_path):
 
 class CountingVideo:
     """A 40-frame video that records how many frames have been decoded."""
-    size = (16, 16)
 
     def __init__(self):
         self.decoded = 0
@@ -141,53 +146,51 @@ class CountingVideo:
             yield f'{i:05d}', np.full((16, 16, 3), i, np.uint8)
 
 
-class FixedCore:
-    """Stands in for both engines: every frame is object 1 on the left half."""
-    decisions = {}
+class LeftHalfNet(ScriptedNet):
+    """Every object reads as 'left half of the frame'."""
 
-    def __init__(self):
-        self.prob = torch.zeros(2, 1, 16, 16)
-        self.prob[1, :, :, :8] = 1
-        self.prob[0, :, :, 8:] = 1
-
-    def start(self, frame, masks):
-        return self.prob
-
-    def step(self, frame, *labels, memorize=True):
-        return self.prob
-
-    def to_ids(self, index_map):
-        return index_map * 7
+    @staticmethod
+    def segment(readout, f8, f4):
+        logits = torch.full((readout.shape[0], 1) + f8.shape[-2:], -9.0)
+        logits[..., :8] = 9.0
+        return logits
 
 
-# the engine's one-frame look-ahead, plus what the decoding thread holds: its queue and the frame in hand
-AHEAD = 2 + 2 + 1
+# the look-ahead of the last-frame check, plus what the decoding thread holds: its queue and the frame in hand
+AHEAD = 1 + 2 + 1
 
 
-def test_first_mask_path_streams_frame_by_frame():
+@pytest.mark.parametrize('labelled', [0, 10])
+def test_pipeline_streams_frame_by_frame_and_frames_before_the_first_labels_are_empty(tmp_path, labelled):
     video, labels = CountingVideo(), np.zeros((16, 16), np.uint8)
     labels[:, :8] = 5
-    frames = segment_video.decoded(video, 'cpu', (16, 16))
-    for k, (name, rgb, label_map) in enumerate(
-            segment_video.segment_from_first_mask(FixedCore(), frames, labels, 'cpu', (16, 16), (16, 16))):
+    job = VideoJob('counting', lambda: iter(video), {labelled: labels}, str(tmp_path / 'masks'), frame_count=40)
+    net = Network(LeftHalfNet([1.0] * 40), torch.device('cpu'))
+    run = VideoRun(net, job, RunOptions(preset='youtube', resume_every=0))
+    for k, frame in enumerate(run):
         time.sleep(0.002)   # a consumer slower than decoding: the thread must wait, not run ahead
-        assert video.decoded <= k + AHEAD
-        assert name == f'{k:05d}' and rgb[0, 0, 0] == k
-        assert (label_map[:, :8] == 5).all() and not label_map[:, 8:].any()
-    assert k == 39
+        assert video.decoded <= k + 1 + AHEAD
+        assert frame.index == k and frame.name == f'{k:05d}' and frame.rgb[0, 0, 0] == k
+        assert not frame.ids.any() if k < labelled else (frame.ids[:, :8] == 5).all() and not frame.ids[:, 8:].any()
+    assert k == 39 and run.segmented == 40
+    assert len(list((tmp_path / 'masks').glob('*.png'))) == 40
 
 
-def test_mask_dir_path_streams_and_leaves_frames_before_the_first_annotation_empty():
-    video, labels = CountingVideo(), np.zeros((16, 16), np.uint8)
-    labels[:, :8] = 7
-    frames = segment_video.decoded(video, 'cpu', (16, 16), start=10)
-    results = segment_video.segment_from_masks(FixedCore(), frames, {10: labels, 20: labels}, (16, 16), (16, 16))
-    for k, (name, rgb, label_map) in enumerate(results):
-        time.sleep(0.002)
-        assert video.decoded <= k + AHEAD
-        assert name == f'{k:05d}' and rgb[0, 0, 0] == k
-        assert not label_map.any() if k < 10 else (label_map[:, :8] == 7).all()
-    assert k == 39
+def test_pipeline_reports_progress_and_cancels_leaving_nothing(tmp_path):
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:, :8] = 2
+    job = VideoJob('counting', lambda: iter(CountingVideo()), {0: labels}, str(tmp_path / 'out' / 'masks'))
+    run = VideoRun(Network(LeftHalfNet([1.0] * 40), torch.device('cpu')), job, RunOptions(resume_every=4))
+    seen = []
+    with pytest.raises(pipeline.video.Cancelled, match='cancelled after frame 9'):
+        run.run(progress=lambda frame: seen.append(frame.index), cancel=lambda: len(seen) == 10)
+    assert seen == list(range(10)) and run.segmented == 10
+    # a cancelled run leaves its state (saved after frame 7) and partial folder, and the next one resumes
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['.masks.partial', '.masks.partial.state']
+    again = VideoRun(Network(LeftHalfNet([1.0] * 40), torch.device('cpu')), job, RunOptions(resume_every=4),
+                     report=seen.append).run()
+    assert again.resumed_at == 8 and again.segmented == 32 and 'resuming after frame 7' in seen[-1]
+    assert len(list((tmp_path / 'out' / 'masks').glob('*.png'))) == 40
 
 
 def test_help_is_clean():
@@ -267,7 +270,7 @@ def test_unreadable_video_is_one_line_also_at_the_file_descriptor_level(tmp_path
 
 def test_resize_mask_accepts_another_size(example_mp4, tmp_path):
     small = save_palette_png(tmp_path / 'small.png', np.pad(np.full((120, 160), 2, np.uint8), ((0, 120), (0, 160))))
-    labels, _ = segment_video.load_mask(str(small), (480, 640), resize=True)
+    labels, _ = load_mask(str(small), (480, 640), resize=True)
     assert labels.shape == (480, 640) and labels[:240, :320].all() and not labels[240:, 320:].any()
 
 
@@ -296,10 +299,12 @@ def test_video_file_probe(example_mp4):
 
 
 def test_processing_size_reduces_never_enlarges():
-    assert segment_video.processing_size((720, 1280), 480) == (480, 853)
-    assert segment_video.processing_size((480, 854), 480) == (480, 854)
-    assert segment_video.processing_size((360, 640), 480) == (360, 640)
-    assert segment_video.processing_size((1080, 1920), -1) == (1080, 1920)
+    def size(video, short):
+        return processing_size(*video, reduced_short_side(video, short))
+    assert size((720, 1280), 480) == (480, 853)
+    assert size((480, 854), 480) == (480, 854)
+    assert size((360, 640), 480) == (360, 640)
+    assert size((1080, 1920), -1) == (1080, 1920)
 
 
 def test_blend_uses_the_davis_colour_of_each_id():
@@ -334,12 +339,12 @@ def test_output_is_complete_or_absent_and_a_rerun_says_what_it_does(synthetic_ch
     argv = ['--video', frames, '--mask', mask, '--output', out, '--model', synthetic_checkpoint, '--device', 'cpu']
 
     # a failure after two frames leaves nothing that looks finished
-    real_write = segment_video.write_palette_png
-    monkeypatch.setattr(segment_video, 'write_palette_png', failing_on_call(real_write, 3))
+    real_write = pipeline.video.write_palette_png
+    monkeypatch.setattr(pipeline.video, 'write_palette_png', failing_on_call(real_write, 3))
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and 'disk full' in err
     assert not out.exists()
-    monkeypatch.setattr(segment_video, 'write_palette_png', real_write)
+    monkeypatch.setattr(pipeline.video, 'write_palette_png', real_write)
 
     # a killed run leaves its hidden partial folder: the next run says it starts over, then completes
     (out / '.masks.partial').mkdir(parents=True)

@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 import eval_youtube
-from datasets.yv_test_dataset import YouTubeVOSTestDataset, processing_size
+from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from inference_core_yv import InferenceCoreYV, propagate_yv
 from util.errors import UserInputError, run_main
 from util.image_io import read_label_mask, read_rgb
 from util.palette import DAVIS_PALETTE
+from util.labels import processing_size
 from util.tensor_util import frame_to_tensor
 
 # judo's objects 1-4 renamed to non-contiguous ids, as YouTube-VOS has them
@@ -119,16 +120,16 @@ def test_eval_youtube_writes_listed_frames_with_original_ids(tmp_path, shared_di
     assert (out / 'Annotations' / 'judo' / '00010.png').stat().st_mtime_ns == before
 
 
-def test_reader_streams_frames_at_processing_size(tmp_path, shared_dir):
+def test_reader_streams_frames(tmp_path, shared_dir):
     root = build_tree(tmp_path / 'yv', shared_dir, frames=range(6), labelled=(0, 5))
-    video = YouTubeVOSTestDataset(root, 'valid', size=240).video('judo')
-    assert video.size == (480, 854) and video.proc_size == (240, 427)
+    video = YouTubeVOSTestDataset(root, 'valid').video('judo')
+    assert video.size == (480, 854)
     assert video.frame_names == [f'{t:05d}' for t in range(6)]
-    assert video.listed == {'00000', '00005'}
+    assert video.listed == {'00000', '00005'} and video.written_frames == ['00000', '00005']
     assert sorted(video.labels) == [0, 5] and video.objects() == [2, 5]
-    assert video.labels[5].shape == (240, 427) and set(np.unique(video.labels[5])) == {0, 5}
-    frames = video.frames()
-    assert next(frames).shape == (1, 3, 240, 427)
+    assert video.labels[5].shape == (480, 854) and set(np.unique(video.labels[5])) == {0, 5}
+    name, rgb = next(video.frames())
+    assert name == '00000' and rgb.shape == (480, 854, 3) and rgb.dtype == np.uint8
 
 
 def test_reader_without_all_frames_uses_split_frames(tmp_path, shared_dir):

@@ -1,4 +1,6 @@
-"""Shared command-line plumbing: help format, device choice, memory flags, autocast."""
+"""Shared command-line plumbing: help format, device choice, generic flags, autocast.
+
+The engine and run flag groups are in pipeline/flags.py (they take their defaults from the presets)."""
 import argparse
 import contextlib
 import importlib.util
@@ -11,7 +13,10 @@ from util.errors import UserInputError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's layout and shows every option's default."""
+    """Keeps the description's layout and shows every option's default (but "None": its help says)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def add_device_args(parser):
@@ -26,24 +31,6 @@ def add_skip_bad_videos_arg(parser):
     parser.add_argument('--skip_bad_videos', action='store_true',
                         help='segment the videos that pass the up-front checks, list the others at the end '
                              'and exit with code 2 (default: refuse to start while any video is bad)')
-
-
-def top_k_arg(text):
-    """--top_k value: an integer, or "none" for a dense read of every memory pixel."""
-    return None if text.lower() == 'none' else int(text)
-
-
-def add_memory_args(parser):
-    """--top_k, the published --no_top and --use_km, and --memory_policy."""
-    parser.add_argument('--top_k', type=top_k_arg, default=50, help='memory pixels read per query pixel (or "none")')
-    parser.add_argument('--no_top', action='store_true',
-                        help='read every memory pixel (published flag; = --top_k none)')
-    parser.add_argument('--use_km', action='store_true',
-                        help='kernelized memory read (published flag): a Gaussian (sigma 5.6) around each memory '
-                             'pixel\'s best-matching query position, applied before the top-k')
-    parser.add_argument('--memory_policy', choices=['quality', 'recent'], default='quality',
-                        help='quality: QDMN\'s quality-gated memory; recent: every due frame, oldest evicted '
-                             '(the baseline of the paper\'s long-video comparison)')
 
 
 class _FlagNeedingMatplotlib(argparse.Action):
@@ -64,13 +51,6 @@ def add_memory_log_arg(parser, where):
     parser.add_argument('--save_memory_log', action=_FlagNeedingMatplotlib,
                         help='write every frame\'s quality scores and memory decision as a CSV and a PNG plot '
                              f'to {where}, once the video is complete (see README)')
-
-
-def memory_options(args):
-    """Engine keyword arguments of the memory flags."""
-    from model.memory_read import KM_SIGMA
-    return {'top_k': None if args.no_top else args.top_k, 'km_sigma': KM_SIGMA if args.use_km else None,
-            'memory_policy': args.memory_policy}
 
 
 def peak_memory(device):

@@ -1,0 +1,118 @@
+"""The dataset runner of the evaluation command lines: check every video, share them among the
+processes of a torchrun job, segment each through VideoRun, report progress and totals.
+
+    skipped = run_videos(names, open_job, options, RunSetup(model, device, amp, ...))
+
+open_job(name) opens one video and returns its VideoJob, raising UserInputError for a bad
+video; it runs once per video on rank 0 before anything is segmented (all problems are
+reported together), and again where the video is segmented.
+"""
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+from pipeline.progress import dataset_bar
+from pipeline.video import VideoRun
+from qdmn.network import ensure_model, load_network
+from util.cli import peak_memory
+from util.distributed import eval_processes
+from util.errors import check_each
+from util.output import check_writable, is_complete
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """Where and how to run: the checkpoint, the device, the output root, the bad-video policy."""
+    model: str
+    device: str = 'cpu'
+    amp: bool = False
+    output: str = '.'
+    skip_bad_videos: bool = False
+    local_rank: Optional[int] = None   # the legacy torch.distributed.launch's --local_rank
+
+
+class ShareReport(NamedTuple):
+    videos: int
+    frames: int
+    seconds: float   # segmenting, after the network is loaded
+    memory: str
+    precision: str   # fp32, fp16 or bf16
+
+
+def written_names(job):
+    """The names of the frames whose masks `job` writes, in order."""
+    return [n for n in job.frame_names if job.written is None or n in job.written]
+
+
+def run_videos(names, open_job, options, setup, checking=lambda names: names):
+    """Segments every video of `names` whose masks are not complete yet; returns
+    ({video: names of the frames written} of the good videos, {video: problem} of the skipped ones).
+
+    Under torchrun the processes share the videos: rank 0 checks them and fetches the model,
+    every process segments its share, rank 0 prints the totals. checking(names) may wrap the
+    names in a progress bar for the checks.
+    """
+    def prepare():   # rank 0 only; the other processes wait for its result
+        def check(name):
+            job = open_job(name)
+            return written_names(job), job.frame_count, job.masks_dir
+
+        checked, skipped = check_each(checking(names), check, setup.skip_bad_videos)
+        check_writable(setup.output)
+        expected = {name: written for name, (written, _, _) in checked.items()}
+        todo = {name: length for name, (written, length, masks_dir) in checked.items()
+                if not is_complete(masks_dir, written)}
+        if len(todo) < len(checked):
+            print(f'{len(checked) - len(todo)} of {len(checked)} videos already complete in {setup.output}: skipped')
+        return expected, todo, skipped, ensure_model(setup.model) if todo else None
+
+    with eval_processes(setup.device, setup.local_rank) as group:
+        expected, todo, skipped, model = group.on_main(prepare)
+        if todo:
+            share = group.share(todo)
+            start = time.perf_counter()
+            reports = group.together(lambda: _segment(group, share, todo, open_job, options, model, setup.amp))
+            if group.is_main:
+                print_totals(reports, time.perf_counter() - start)
+    return expected, skipped
+
+
+def _segment(group, names, lengths, open_job, options, model, amp):
+    if not names:
+        return ShareReport(0, 0, 0.0, peak_memory(group.device), '-')
+    net = load_network(model, group.device, amp)
+    done, segmented, start = 0, 0, time.perf_counter()
+    with dataset_bar(group.world_size, sum(lengths[n] for n in names)) as bar:
+        for name in names:
+            run = VideoRun(net, open_job(name), options)
+            with contextlib.closing(iter(run)) as frames:
+                for frame in frames:
+                    done += 1
+                    segmented += frame.segmented
+                    if bar is not None:
+                        bar.update(done, video=name)
+                    if group.failed_elsewhere():
+                        return None   # the job ends with the other process's error
+            line = f'{name}: {run.segmented} frames in {run.seconds:.1f} s; {run.segmenter.memory_summary()}'
+            if bar is None:
+                print(f'[rank {group.rank}] {line}', flush=True)
+            else:
+                print(line)
+    return ShareReport(len(names), segmented, time.perf_counter() - start, peak_memory(group.device), net.precision)
+
+
+def print_totals(reports, wall_seconds):
+    def line(r):
+        return (f'{r.videos} videos, {r.frames} frames in {r.seconds:.1f} s: '
+                f'{r.frames / max(r.seconds, 1e-9):.2f} FPS ({r.precision}); {r.memory}')
+
+    if len(reports) == 1:
+        print(line(reports[0]))
+        return
+    for rank, report in enumerate(reports):
+        print(f'rank {rank}: {line(report)}')
+    frames = sum(r.frames for r in reports)
+    print(f'{sum(r.videos for r in reports)} videos, {frames} frames in {wall_seconds:.1f} s on '
+          f'{len(reports)} processes: {frames / max(wall_seconds, 1e-9):.2f} FPS', flush=True)
+
