@@ -24,20 +24,21 @@ import signal
 import tempfile
 import warnings
 import zipfile
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from datasets.video_reader import open_video
-from qdmn import Segmenter, load_network
+from pipeline.video import Overlay, RunOptions, VideoJob, VideoRun
+from qdmn import load_network
 from util.cli import HelpFormatter, add_device_args, resolve_device
 from util.download import DEFAULT_MODEL
 from util.errors import UserInputError, run_main
 from util.grabcut import box_to_mask
-from util.image_io import read_label_mask, write_palette_png
+from util.image_io import read_label_mask
 from util.labels import object_ids, reduced_short_side
-from util.output import atomic_folder
 from util.overlay import Mp4Writer, blend
 from util.palette import DAVIS_PALETTE
 from util.safe_zip import extract_flat
@@ -193,7 +194,8 @@ class Result:
 
 
 def segment(video, network, size, folder, max_frames):
-    """Segments `video` from its marks into `folder`; yields the frames done, returns a Result.
+    """Segments `video` from its marks into `folder` with the pipeline (pipeline/video.py); yields the
+    frames done, returns a Result.
 
     Objects marked on frame 0 only: the DAVIS preset, as segment_video.py
     --mask; marks on later frames: the YouTube-VOS preset, as --mask_dir
@@ -204,40 +206,38 @@ def segment(video, network, size, folder, max_frames):
         raise UserInputError(f'{video.name}: no object marked; mark at least one object, then Segment')
     objects = {i for labels in video.marks.values() for i in object_ids(labels)}
     youtube = set(video.marks) != {0}
-    seg = Segmenter(network, preset='youtube' if youtube else 'davis', size=reduced_short_side(video.size, size),
-                    num_objects=len(objects) if youtube else None, memory_log=True)
-    timeline, lowest, names = [], [], []
-    masks = os.path.join(folder, 'masks')
-    webm, mp4 = os.path.join(folder, 'overlay.webm'), os.path.join(folder, 'overlay.mp4')
-    with atomic_folder(masks) as partial, Mp4Writer(webm, video.fps, fourcc='VP80') as page_video, \
-            Mp4Writer(mp4, video.fps) as download_video:
-        for i, (name, rgb) in enumerate(open_video(video.source)):
-            if i >= max_frames:
+    job = VideoJob(video.name, lambda: iter(open_video(video.source)), video.marks, os.path.join(folder, 'masks'),
+                   frame_count=video.num_frames or None, num_objects=len(objects) if youtube else None,
+                   log_folder=folder, log_name='memory_log', overlay=Overlay(os.path.join(folder, 'overlay.mp4'),
+                                                                             video.fps))
+    options = RunOptions(preset='youtube' if youtube else 'davis', size=reduced_short_side(video.size, size),
+                         resume_every=0, save_memory_log=True)
+    run = VideoRun(network, job, options)
+    timeline, lowest = [], []
+    webm = os.path.join(folder, 'overlay.webm')
+    with Mp4Writer(webm, video.fps, fourcc='VP80') as page_video, closing(iter(run)) as frames:
+        for frame in frames:
+            if frame.index >= max_frames:
                 # a container's frame count can be wrong: the limit holds for the frames decoded
                 raise UserInputError(f'{video.name}: more frames than the limit of {max_frames} '
                                      f'(the container said {video.num_frames or "nothing"})')
-            labels = seg.step(rgb, labels=video.marks.get(i))
             # reading the quality encodes the frame now rather than at the next step; the last
             # frame is scored too (one encoding more than segment_video.py, same masks)
-            quality = np.mean(list(seg.quality.values())) if seg.quality else None
-            write_palette_png(os.path.join(partial, name + '.png'), labels)
-            overlay = blend(rgb, labels)
+            scores, decision = run.segmenter.quality, run.segmenter.decision
+            quality = float(np.mean(list(scores.values()))) if scores else None
+            overlay = blend(frame.rgb, frame.ids)
             page_video.write(overlay)
-            download_video.write(overlay)
-            timeline.append((i, name, quality, seg.decision))
-            names.append(name)
+            timeline.append((frame.index, frame.name, quality, decision))
             if quality is not None:  # keep the CHECK_FIRST lowest: a heap on -quality
-                entry = (-quality, i, overlay, f'frame {name}: quality {quality:.2f} ({seg.decision})')
+                entry = (-quality, frame.index, overlay, f'frame {frame.name}: quality {quality:.2f} ({decision})')
                 (heapq.heappush if len(lowest) < CHECK_FIRST else heapq.heappushpop)(lowest, entry)
-            yield i + 1
-        seg.finish()
+            yield frame.index + 1
     masks_zip = os.path.join(folder, 'masks.zip')
     with zipfile.ZipFile(masks_zip, 'w') as archive:
-        for file in sorted(os.listdir(masks)):
-            archive.write(os.path.join(masks, file), file)
-    memory_log = seg.memory_log.write(folder, 'memory_log', names)
+        for file in sorted(os.listdir(job.masks_dir)):
+            archive.write(os.path.join(job.masks_dir, file), file)
     check_first = [(overlay, caption) for _, _, overlay, caption in sorted(lowest, reverse=True)]
-    return Result(masks, webm, mp4, masks_zip, memory_log, timeline, check_first)
+    return Result(job.masks_dir, webm, job.overlay.path, masks_zip, run.outputs[2:], timeline, check_first)
 
 
 def result_frame(video, masks_dir, names, index):

@@ -1,6 +1,7 @@
 """Box -> mask by GrabCut (util/grabcut.py)."""
 import numpy as np
 import pytest
+from PIL import Image
 
 from util.errors import UserInputError
 from util.grabcut import box_to_mask, boxes_to_labels, parse_box
@@ -47,3 +48,28 @@ def test_box_parsing_and_refusals():
         parse_box('1,2,3')
     with pytest.raises(UserInputError, match='less than 2x2'):
         box_to_mask(two_discs(), (200, 200, 300, 300))
+
+
+def test_segment_video_boxes_make_the_first_mask(tmp_path, synthetic_checkpoint):
+    import segment_video
+    from util.image_io import read_label_mask
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(two_discs(), i, axis=1)).save(frames / f'{i:05d}.png')
+    out = tmp_path / 'out'
+    segment_video.main(['--video', str(frames), '--box', '15,20,56,61', '--box', '112,72,78,38', '--output', str(out),
+                        '--model', str(synthetic_checkpoint), '--device', 'cpu', '--size', '-1'])
+    first, _ = read_label_mask(out / 'masks' / '00000.png')
+    assert set(np.unique(first)) == {0, 1, 2}
+    ys, xs = np.nonzero(first == 1)
+    assert ys.min() >= 20 and ys.max() < 61 and xs.min() >= 15 and xs.max() < 56
+    ys, xs = np.nonzero(first == 2)
+    assert ys.min() >= 38 and ys.max() < 72 and xs.min() >= 78 and xs.max() < 112
+    assert sorted(p.name for p in (out / 'masks').iterdir()) == ['00000.png', '00001.png', '00002.png']
+
+
+def test_segment_video_refuses_a_bad_box(tmp_path):
+    import segment_video
+    with pytest.raises(UserInputError, match='--box 1,2,3: expected four numbers'):
+        segment_video.main(['--video', 'samples/judo.mp4', '--box', '1,2,3', '--output', str(tmp_path / 'o')])
