@@ -44,7 +44,8 @@ def main(argv=None):
     dataset = YouTubeVOSTestDataset(args.yv, args.split)
     log_folder = os.path.join(output, 'memory_log') if args.save_memory_log else None
     expected, skipped = segment_youtube(dataset, run_options(args, 'youtube', size),
-                                        run_setup(args, os.path.join(output, 'Annotations')), log_folder)
+                                        run_setup(args, os.path.join(output, 'Annotations'), fixed_shapes=False),
+                                        log_folder)
     if not is_main_process():
         return   # rank 0 writes the zip and reports for every process
     print(f'wrote {write_zip(output, expected)}')

@@ -22,7 +22,8 @@ from pipeline.flags import add_engine_args, add_model_arg, add_run_args, run_opt
 from pipeline.progress import video_bar
 from pipeline.video import Overlay, VideoJob, VideoRun, state_file
 from qdmn import PRESETS, load_network
-from util.cli import HelpFormatter, add_device_args, peak_memory, resolve_device
+from util.cli import HelpFormatter, add_device_args
+from util.device import peak_memory, resolve_device
 from util.errors import UserInputError, run_main
 from util.grabcut import boxes_to_labels, parse_box
 from util.labels import object_ids, processing_size, reduced_short_side
@@ -105,7 +106,7 @@ def main(argv=None):
                    log_folder=args.output, log_name='memory_log',
                    overlay=Overlay(os.path.join(args.output, 'overlay.mp4'), args.fps or video.fps or FOLDER_FPS,
                                    args.side_by_side))
-    net = load_network(args.model, device, args.amp)
+    net = load_network(args.model, device, args.amp, fixed_shapes=len(labels_by_index) == 1)
     run = VideoRun(net, job, options)
     h, w = processing_size(*video.size, size)
     s = run.segmenter.settings

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from datasets.training_data import TrainingData
 from model.model import QDMNModel, imagenet_file, load_imagenet, load_start_network, read_checkpoint
 from model.network import QDMN
+from util.device import configure_cuda
 from util.distributed import Launch
 from util.errors import UserInputError, run_main
 from util.hyper_para import parse_args
@@ -24,12 +25,17 @@ from util.logger import TrainLogger
 
 
 class Distributed(Launch):
-    """This process of the training job, its device, and its process group (NCCL on CUDA, gloo on CPU)."""
+    """This process of the training job, its device, and its process group (NCCL on CUDA, gloo on CPU).
+
+    On CUDA the group also has a gloo backend for CPU tensors: NCCL alone rejects
+    any collective on a CPU tensor ("No backend type associated with device type cpu").
+    """
 
     def __init__(self, para):
         super().__init__(para.local_rank)
         self.device = self.device_for(para.device)
-        self.backend = 'nccl' if self.device.type == 'cuda' else 'gloo'
+        self.backend = 'cpu:gloo,cuda:nccl' if self.device.type == 'cuda' else 'gloo'
+        configure_cuda(self.device, para.amp, fixed_shapes=True)   # every batch has the same crop size
 
     def init(self):
         if self.launched:

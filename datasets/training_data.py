@@ -127,9 +127,10 @@ class TrainingData:
     def make_loader(self):
         # Persistent workers keep their copy of the datasets, so a new max skip needs new workers.
         workers = self.para.num_workers
+        # pinned (page-locked) batches only for a CUDA --device: they copy to the GPU without waiting
         return DataLoader(self.dataset, self.para.batch_size, sampler=self.sampler, num_workers=workers,
                           worker_init_fn=seed_worker, generator=self.generator, drop_last=True,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+                          persistent_workers=workers > 0, pin_memory=torch.device(self.para.device).type == 'cuda')
 
     def epoch(self, epoch):
         """Prepares `epoch` (shuffle and curriculum): returns its loader and the skips if they changed."""

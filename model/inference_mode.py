@@ -9,7 +9,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from model.checkpoint import build_network
 from util.allocator import keep_freed_activations
-from util.cli import precision
+from util.device import configure_cuda, precision
 
 # Under bf16: the ResNet trunks run wholly in bf16; the quality head stays fp32 (its scores are
 # compared with the memory gate's threshold); every other convolution is a Bf16Conv2d.
@@ -99,23 +99,25 @@ def to_bf16(network):
 def optimize_for_inference(network, bf16=False):
     """Folds BatchNorm, makes the weights channels-last (oneDNN's and cuDNN's preferred layout,
     which convolutions then pass on to their outputs) and, with `bf16`, computes the
-    convolutions in bfloat16 (CPU --amp; see util.cli.precision)."""
+    convolutions in bfloat16 (CPU --amp; see util.device.precision)."""
     network = fold_batchnorm(network.eval())
     if bf16:
         network = to_bf16(network)
     return network.to(memory_format=torch.channels_last)
 
 
-def inference_network(path, device, amp=False):
+def inference_network(path, device, amp=False, fixed_shapes=True):
     """The checkpoint at `path` built and optimised for inference on `device`; returns (network, precision).
 
-    precision is util.cli.precision's: with --amp, 'fp16' (the caller's autocast) on CUDA,
+    fixed_shapes: the engine's shapes stay the same through a video (the DAVIS engine; not the
+    YouTube-VOS one, whose objects join mid-video), so CUDA may tune kernels per shape.
+
+    precision is util.device.precision's: with --amp, 'fp16' (the caller's autocast) on CUDA,
     'bf16' convolutions on a CPU that has them natively, else 'fp32'. On the CPU it also
     keeps freed activations in the process (util.allocator).
     """
     mode = precision(device, amp)
     if device.type == 'cpu':
         keep_freed_activations()
-    if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True  # one shape per video: the tuned kernels are reused every frame
+    configure_cuda(device, amp, fixed_shapes)
     return optimize_for_inference(build_network(path, device), bf16=mode == 'bf16'), mode

@@ -23,26 +23,31 @@ class BootstrappedCE:
 
     def __call__(self, logits, target, it):
         """logits (C,H,W) or (1,C,H,W) of one sample, target (H,W) class indices -> (loss, p used)."""
-        p = self.fraction(it)
-        pixel_loss = F.cross_entropy(logits.reshape(1, logits.shape[-3], -1), target.reshape(1, -1),
-                                     reduction='none').flatten()
-        if p >= 1.0:
-            return pixel_loss.mean(), p
-        hardest, _ = torch.topk(pixel_loss, max(1, int(pixel_loss.numel() * p)), sorted=False)
-        return hardest.mean(), p
+        loss, p = self._mined(logits.reshape(1, logits.shape[-3], -1), target.reshape(1, -1), it)
+        return loss[0], p
 
     def batch(self, logits, target, selector, it):
         """Mean over the samples of their own bootstrapped CE (B,K+1,H,W logits, B,H,W target).
 
         Each sample mines its own hardest pixels; a sample without a second
-        object is scored on (background, object 1) only, as published.
+        object is scored on (background, object 1) only, as published: its
+        object-2 logit is -inf, which leaves the softmax of the other two exactly
+        as without it. The check stays on the device (no wait for the GPU).
         """
-        losses = []
-        for j in range(logits.shape[0]):
-            channels = 3 if selector.shape[1] > 1 and selector[j, 1] > 0.5 else 2
-            loss, p = self(logits[j, :channels], target[j], it)
-            losses.append(loss)
-        return torch.stack(losses).mean(), p
+        if selector.shape[1] > 1:
+            absent = (selector[:, 1] <= 0.5).view(-1, 1, 1, 1)
+            logits = torch.cat([logits[:, :2], logits[:, 2:3].masked_fill(absent, float('-inf'))], 1)
+        loss, p = self._mined(logits.flatten(2), target.flatten(1), it)
+        return loss.mean(), p
+
+    def _mined(self, logits, target, it):
+        """logits (B,C,N), target (B,N) -> each sample's bootstrapped CE (B,), p."""
+        p = self.fraction(it)
+        pixel_loss = F.cross_entropy(logits, target, reduction='none')
+        if p >= 1.0:
+            return pixel_loss.mean(1), p
+        hardest, _ = torch.topk(pixel_loss, max(1, int(pixel_loss.shape[1] * p)), dim=1, sorted=False)
+        return hardest.mean(1), p
 
 
 def intersection_union(pred, gt):

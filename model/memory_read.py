@@ -61,10 +61,36 @@ def gather_read(mem_value, weights, index):
     return out
 
 
-# Query pixels per block of blocked_top_k_read: its gathered values (block x k x Cv) stay near 2 M
-# floats (81 query pixels at k 50), so a block works in cache and memory does not grow with the frame
-# size (fastest of 2^20..2^23 on the 2-core CI machine; one block for all pixels is 1.3x slower).
+# Query pixels per block of blocked_top_k_read on the CPU: its gathered values (block x k x Cv) stay
+# near 2 M floats (81 query pixels at k 50), so a block works in cache and memory does not grow with the
+# frame size (fastest of 2^20..2^23 on the 2-core CI machine; one block for all pixels is 1.3x slower).
 BLOCK_ELEMENTS = 2 ** 21
+# On CUDA the blocks are as large as this fraction of the free device memory allows: a block is ~7
+# kernel launches, and many small ones leave the GPU idle between launches.
+CUDA_READ_MEMORY_FRACTION = 0.5
+
+
+def read_block_size(device, query_pixels, memory_pixels, top_k, channels, budget=None):
+    """Query pixels per block of blocked_top_k_read on `device`.
+
+    CPU: the cache-sized block above. CUDA: every query pixel of the object at once
+    where its working set fits `budget` bytes (default: CUDA_READ_MEMORY_FRACTION of
+    the free device memory), else as many as fit.
+    """
+    if device.type != 'cuda':
+        return max(1, BLOCK_ELEMENTS // (top_k * channels))
+    if budget is None:
+        budget = CUDA_READ_MEMORY_FRACTION * free_cuda_memory(device)
+    # per query pixel: its fp32 affinity row, the top-k scores, weights and int64 indices,
+    # the k gathered values and the read-out, in fp32
+    per_pixel = 4 * memory_pixels + top_k * (4 + 4 + 8 + 4 * channels) + 4 * channels
+    return int(max(1, min(query_pixels, budget // per_pixel)))
+
+
+def free_cuda_memory(device):
+    """Bytes the device has free, counting what PyTorch's allocator holds but does not use."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def blocked_top_k_read(mem_key, mem_value, query_key, top_k):
@@ -79,7 +105,7 @@ def blocked_top_k_read(mem_key, mem_value, query_key, top_k):
     queries = query_key.flatten(2).transpose(1, 2)               # (B, HW, Ck)
     values = mem_value.flatten(2).transpose(1, 2).contiguous()   # (B, THW, Cv): a picked value is one row
     out = values.new_empty(b, queries.shape[1], values.shape[2])
-    block = max(1, BLOCK_ELEMENTS // (top_k * values.shape[2]))
+    block = read_block_size(mem_key.device, queries.shape[1], keys.shape[2], top_k, values.shape[2])
     for i in range(b):
         for start in range(0, queries.shape[1], block):
             rows = slice(start, start + block)

@@ -19,7 +19,7 @@ from model.aggregate import aggregate_logits
 from model.checkpoint import MEMORY_CONV1, load_file, load_network, read_state_dict
 from model.losses import BootstrappedCE, intersection_union, quality_loss, quality_target
 from model.resnet import IMAGENET_URL, imagenet_to_trunk
-from util.cli import autocast
+from util.device import autocast
 from util.errors import UserInputError
 from util.tensor_util import at_least_fp32
 
@@ -93,7 +93,7 @@ def training_loss(out, data, it, bootstrapped_ce, quality_weight):
     Returns the total loss (tensor) and detached statistics for logging
     (sums, so they can be added over iterations and ranks).
     """
-    present = data['selector'] > 0.5
+    present = data['selector'] > 0.5   # counted by multiplying, not indexing: no wait for the GPU
     total, stats = 0, defaultdict(float)
     for i, (logits, prob, score) in enumerate(zip(out['logits'], out['prob'], out['score']), start=1):
         ce, p = bootstrapped_ce.batch(logits, data['cls_gt'][:, i], data['selector'], it)
@@ -102,9 +102,9 @@ def training_loss(out, data, it, bootstrapped_ce, quality_weight):
         total = total + ce + quality_weight * q_loss
         stats[f'ce_{i}'] = ce.detach()
         stats[f'quality_{i}'] = q_loss.detach()
-        inter, union = intersection_union(prob.detach()[present] > 0.5, data['masks'][:, i][present] > 0.5)
-        stats['intersection'] += inter.sum()
-        stats['union'] += union.sum()
+        inter, union = intersection_union(prob.detach() > 0.5, data['masks'][:, i] > 0.5)
+        stats['intersection'] += (inter * present).sum()
+        stats['union'] += (union * present).sum()
         add_agreement_sums(stats, score.detach().mean(1), target)
         stats['p'] = torch.tensor(p)
     stats['loss'] = total.detach()
@@ -173,22 +173,29 @@ class QDMNModel:
         with autocast(self.device, self.para.amp):
             out = self.ddp(data['rgb'], data['masks'], data['selector'])
         loss, stats = training_loss(out, data, it, self.bootstrapped_ce, self.para.quality_weight)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f'loss is {loss.item()} at iteration {it}')
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        # Checked after backward, not before: reading the loss waits for the GPU to finish, and
+        # backward is already queued by then; the optimiser step is still ahead.
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'loss is {loss.item()} at iteration {it}')
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        for k, v in stats.items():
-            self.window[k] += float(v)
+        for k, v in stats.items():   # the device's statistics summed there: read only at the report
+            on_device = torch.is_tensor(v) and v.device == self.device
+            self.window[k] = self.window[k] + (v.double() if on_device else float(v))
         self.window_its += 1
         return out
 
     def report(self):
-        """Averages the statistics since the last report over iterations and ranks (collective call)."""
+        """Averages the statistics since the last report over iterations and ranks (collective call).
+
+        The sums are on the training device, which the process group's backend serves (NCCL on CUDA).
+        """
         keys = sorted(self.window)
-        sums = torch.tensor([self.window[k] for k in keys] + [self.window_its], dtype=torch.float64)
+        values = [self.window[k] for k in keys] + [float(self.window_its)]
+        sums = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in values])
         if dist.is_initialized():
             dist.all_reduce(sums)
         values, its = dict(zip(keys, sums[:-1].tolist())), max(sums[-1].item(), 1)

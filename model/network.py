@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from model.memory_read import read_memory
 from model.modules import ASPP, Decoder, KeyValue, MemoryEncoder, QualityHead, QueryEncoder
+from util.tensor_util import at_least_fp32
 
 
 class QDMN(nn.Module):
@@ -52,8 +53,12 @@ class QDMN(nn.Module):
         return key.unsqueeze(2), value.unsqueeze(2), self.score(f16, activate_score)
 
     def segment(self, readout, f8, f4):
-        """Read-out (B,1024,h,w) + query skips -> foreground probability (B,1,H,W)."""
-        return torch.sigmoid(self.segment_logits(readout, f8, f4))
+        """Read-out (B,1024,h,w) + query skips -> foreground probability (B,1,H,W), always fp32.
+
+        Under fp16 autocast the logits are fp16, whose sigmoid rounds every logit above ~8.3
+        to exactly 1.0: two confident objects would tie in the aggregation.
+        """
+        return torch.sigmoid(at_least_fp32(self.segment_logits(readout, f8, f4)))
 
     def segment_logits(self, readout, f8, f4):
         """f8, f4 of batch 1 serve all B read-outs: the decoder's skip convolutions then run once."""

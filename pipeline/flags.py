@@ -99,7 +99,7 @@ def run_options(args, preset, size=None):
                       save_memory_log=args.save_memory_log)
 
 
-def run_setup(args, output):
-    """RunSetup of the parsed dataset flags."""
+def run_setup(args, output, fixed_shapes=True):
+    """RunSetup of the parsed dataset flags; fixed_shapes: no object joins mid-video (qdmn.load_network)."""
     return RunSetup(model=args.model, device=args.device, amp=args.amp, output=output,
-                    skip_bad_videos=args.skip_bad_videos, local_rank=args.local_rank)
+                    skip_bad_videos=args.skip_bad_videos, local_rank=args.local_rank, fixed_shapes=fixed_shapes)

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 from pipeline.progress import dataset_bar
 from pipeline.video import VideoRun
 from qdmn.network import ensure_model, load_network
-from util.cli import peak_memory
+from util.device import peak_memory
 from util.distributed import eval_processes
 from util.errors import check_each
 from util.output import check_writable, is_complete
@@ -30,6 +30,7 @@ class RunSetup:
     output: str = '.'
     skip_bad_videos: bool = False
     local_rank: Optional[int] = None   # the legacy torch.distributed.launch's --local_rank
+    fixed_shapes: bool = True          # every object on the first frame (qdmn.load_network)
 
 
 class ShareReport(NamedTuple):
@@ -72,16 +73,17 @@ def run_videos(names, open_job, options, setup, checking=lambda names: names):
         if todo:
             share = group.share(todo)
             start = time.perf_counter()
-            reports = group.together(lambda: _segment(group, share, todo, open_job, options, model, setup.amp))
+            reports = group.together(lambda: _segment(group, share, todo, open_job, options, model, setup.amp,
+                                                      setup.fixed_shapes))
             if group.is_main:
                 print_totals(reports, time.perf_counter() - start)
     return expected, skipped
 
 
-def _segment(group, names, lengths, open_job, options, model, amp):
+def _segment(group, names, lengths, open_job, options, model, amp, fixed_shapes):
     if not names:
         return ShareReport(0, 0, 0.0, peak_memory(group.device), '-')
-    net = load_network(model, group.device, amp)
+    net = load_network(model, group.device, amp, fixed_shapes)
     done, segmented, start = 0, 0, time.perf_counter()
     with dataset_bar(group.world_size, sum(lengths[n] for n in names)) as bar:
         for name in names:

@@ -6,7 +6,7 @@ import torch
 from model.checkpoint import load_network as load_state_dict_strictly, read_state_dict
 from model.inference_mode import inference_network
 from model.network import QDMN
-from util.cli import autocast, resolve_device
+from util.device import autocast, resolve_device
 from util.download import DEFAULT_MODEL, ensure_model as ensure_file
 
 
@@ -32,14 +32,16 @@ def ensure_model(path=DEFAULT_MODEL):
     return ensure_file(path, verify_checkpoint)
 
 
-def load_network(path=DEFAULT_MODEL, device='cpu', amp=False):
+def load_network(path=DEFAULT_MODEL, device='cpu', amp=False, fixed_shapes=True):
     """The checkpoint at `path` (s012 downloaded to the default path when missing) built for inference.
 
     device: 'cpu', 'cuda', 'cuda:N' or a torch.device. amp: fp16 on CUDA, bfloat16 convolutions on a
-    CPU with native bf16 (else fp32, with a warning). Errors a user can fix raise UserInputError.
+    CPU with native bf16 (else fp32, with a warning). fixed_shapes: every object is labelled on the
+    first frame, so the shapes stay fixed through a video and CUDA may tune kernels per shape (pass
+    False when objects join mid-video). Errors a user can fix raise UserInputError.
     """
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    module, precision = inference_network(ensure_model(path), device, amp)
+    module, precision = inference_network(ensure_model(path), device, amp, fixed_shapes=fixed_shapes)
     return Network(module, device, precision)
 
 

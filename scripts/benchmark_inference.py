@@ -109,8 +109,9 @@ def worker(args):
     if args.model:
         net = load_network(args.model, device, args.amp)
     else:  # random weights: the same compute as s012
-        from util.cli import precision
+        from util.device import configure_cuda, precision
         mode = precision(device, args.amp)
+        configure_cuda(device, args.amp, fixed_shapes=True)
         net = Network(optimize_for_inference(QDMN().to(device), bf16=mode == 'bf16'), device, mode)
     totals = defaultdict(float)
     for method, stage in STAGES.items():

@@ -8,19 +8,19 @@ import torch
 from model.inference_mode import Bf16Conv2d, optimize_for_inference
 from model.network import QDMN
 from test_davis_engine import run_golden
-from util.cli import native_bf16, precision
+from util.device import native_bf16, precision
 
 needs_native_bf16 = pytest.mark.skipif(
     not native_bf16(), reason='this CPU has no native bfloat16 (AVX512-BF16 or AMX): --amp runs fp32 here')
 
 
 def test_precision_follows_the_device(monkeypatch):
-    import util.cli
+    import util.device
     assert precision(torch.device('cpu'), amp=False) == 'fp32'
     assert precision(torch.device('cuda'), amp=True) == 'fp16'
-    monkeypatch.setattr(util.cli, 'native_bf16', lambda: True)
+    monkeypatch.setattr(util.device, 'native_bf16', lambda: True)
     assert precision(torch.device('cpu'), amp=True) == 'bf16'
-    monkeypatch.setattr(util.cli, 'native_bf16', lambda: False)
+    monkeypatch.setattr(util.device, 'native_bf16', lambda: False)
     with pytest.warns(UserWarning, match='no native bfloat16 .* running in fp32'):
         assert precision(torch.device('cpu'), amp=True) == 'fp32'
 

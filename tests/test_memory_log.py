@@ -140,7 +140,8 @@ def test_youtube_log_per_pass_with_labelled_frames_and_a_shifted_start(tmp_path)
 @pytest.fixture
 def built_once(inference_net, monkeypatch):
     """The CLIs get the session's network instead of loading the checkpoint again (seconds per run)."""
-    monkeypatch.setattr(qdmn.network, 'inference_network', lambda path, device, amp=False: (inference_net, 'fp32'))
+    monkeypatch.setattr(qdmn.network, 'inference_network',
+                        lambda path, device, amp=False, fixed_shapes=True: (inference_net, 'fp32'))
 
 
 @pytest.fixture(scope='module')

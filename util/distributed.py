@@ -15,8 +15,8 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from util.cli import resolve_device
-from util.errors import UserInputError, print_error, print_error_line
+from util.device import local_cuda_index, resolve_device
+from util.errors import UserInputError, out_of_memory_line, print_error, print_error_line
 
 # The processes wait for each other at the start (rank 0 checks every video and may download the
 # model) and at the end (for the slowest process's last video). Failures are announced rather than
@@ -46,14 +46,16 @@ class Launch:
         return self.rank == 0
 
     def device_for(self, name):
-        """This process's device for --device `name`: under a launcher, cuda means cuda:LOCAL_RANK."""
+        """This process's device for --device `name`: under a launcher, cuda means the local rank's
+        device among those this process sees (util.device.local_cuda_index)."""
         device = resolve_device(name)
         if device.type == 'cuda':
-            index = self.local_rank if self.launched else (device.index or 0)
-            if index >= torch.cuda.device_count():
-                raise UserInputError(f'--device {name}: process {self.rank} needs cuda:{index} but '
-                                     f'{torch.cuda.device_count()} CUDA device(s) are visible '
-                                     '(start fewer processes per node)')
+            visible = torch.cuda.device_count()
+            index = local_cuda_index(self.local_rank, visible) if self.launched else (device.index or 0)
+            if index is None:
+                raise UserInputError(f'--device {name}: process {self.rank} (local rank {self.local_rank}) has no '
+                                     f'CUDA device of its own: it sees {visible} (start at most {visible} '
+                                     'processes per node, or give each process its own device)')
             device = torch.device('cuda', index)
             torch.cuda.set_device(device)
         return device
@@ -151,6 +153,8 @@ class _Outcome(NamedTuple):
 def _one_line(error):
     if isinstance(error, UserInputError):
         return str(error)
+    if out_of_memory_line(error):
+        return out_of_memory_line(error)
     text = str(error).strip().splitlines()
     return f'{type(error).__name__}: {text[0]}' if text else type(error).__name__
 

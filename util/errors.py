@@ -39,18 +39,33 @@ def print_error_line(message):
     sys.stderr.flush()
 
 
+def out_of_memory_line(error):
+    """The one line for a run out of GPU memory (naming the options that need less), else None."""
+    import torch
+    if not isinstance(error, torch.OutOfMemoryError):
+        return None
+    from util.device import out_of_memory_message   # util.device imports this module
+    return out_of_memory_message(error)
+
+
 def print_error(error):
-    """Prints a UserInputError as its one `error:` line and anything else with its traceback;
+    """Prints a UserInputError (or a run out of GPU memory) as its one `error:` line and anything
+    else with its traceback;
     returns the exit code (2 for bad input, 1 otherwise)."""
     if isinstance(error, UserInputError):
         print_error_line(error)
         return 2
+    out_of_memory = out_of_memory_line(error)
+    if out_of_memory:
+        print_error_line(out_of_memory)
+        return 1
     traceback.print_exception(error)
     return 1
 
 
 def run_main(main):
-    """Runs a CLI entry point, turning UserInputError into a one-line message and exit code 2.
+    """Runs a CLI entry point, turning UserInputError into a one-line message and exit code 2
+    (running out of GPU memory: a line naming the options that need less, exit code 1).
 
     Warnings print as one `warning: ...` line too, without Python's file and source line.
     """
@@ -58,6 +73,10 @@ def run_main(main):
     try:
         main()
     except UserInputError as e:
+        sys.exit(print_error(e))
+    except Exception as e:
+        if not out_of_memory_line(e):
+            raise
         sys.exit(print_error(e))
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
