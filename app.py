@@ -5,7 +5,7 @@
 Then open http://127.0.0.1:7860. The page (docs/app.md) takes an mp4/mov/avi
 or a zip of frames (or the bundled sample), lets you mark objects on any
 frame with a brush or a box refined by GrabCut, segments the video with the
-Python API (`qdmn`) and shows the overlay video, each frame's quality and
+pipeline of every command line (pipeline/video.py over the `qdmn` API) and shows the overlay video, each frame's quality and
 memory decision, the frames worth checking first, and the downloads.
 
 Safe by default: it listens on 127.0.0.1 only; uploads and results live in a
@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from datasets.video_reader import open_video
+from datasets.video_reader import FOLDER_FPS, open_video
+from pipeline.flags import add_model_arg
 from pipeline.video import Overlay, RunOptions, VideoJob, VideoRun
 from qdmn import load_network
-from util.cli import HelpFormatter, add_device_args, resolve_device
-from util.download import DEFAULT_MODEL
+from util.cli import HelpFormatter, add_device_args
+from util.device import resolve_device
 from util.errors import UserInputError, run_main
 from util.grabcut import box_to_mask
 from util.image_io import read_label_mask
@@ -45,7 +46,6 @@ from util.safe_zip import extract_flat
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'samples', 'judo.mp4')
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi')
-FOLDER_FPS = 25         # a zip of frames carries no frame rate
 MAX_OBJECTS = 8         # brush colours offered: DAVIS palette entries 1..8
 UNPACKED_PER_UPLOADED = 4   # a zip of frames may unpack to 4x its limit (JPEG frames barely compress)
 CHECK_FIRST = 6         # lowest-quality frames shown under "check these"
@@ -53,8 +53,7 @@ CHECK_FIRST = 6         # lowest-quality frames shown under "check these"
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help='checkpoint (s012 is downloaded to the default path when missing)')
+    add_model_arg(parser)
     add_device_args(parser)
     parser.add_argument('--size', type=int, default=480,
                         help='process at this short side when the video is larger (-1: full size), '
@@ -435,7 +434,8 @@ def main(argv=None):
     device = resolve_device(args.device)
     if args.host != '127.0.0.1':
         warnings.warn(f'--host {args.host}: the page (and the videos uploaded to it) is open to other machines')
-    network = load_network(args.model, device=device, amp=args.amp)
+    # videos of every size, objects joining mid-video: shapes change (no per-shape CUDA tuning)
+    network = load_network(args.model, device=device, amp=args.amp, fixed_shapes=False)
     root = private_folder()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not a line per run on the webm's codec tag
     # Gradio keeps uploads in GRADIO_TEMP_DIR, read when it is imported: point it into the private folder

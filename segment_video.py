@@ -17,7 +17,7 @@ import argparse
 import os
 
 from datasets.annotations import load_mask, load_mask_dir
-from datasets.video_reader import open_video
+from datasets.video_reader import FOLDER_FPS, open_video
 from pipeline.flags import add_engine_args, add_model_arg, add_run_args, run_options
 from pipeline.progress import video_bar
 from pipeline.video import Overlay, VideoJob, VideoRun, state_file
@@ -29,8 +29,6 @@ from util.grabcut import boxes_to_labels, parse_box
 from util.labels import object_ids, processing_size, reduced_short_side
 from util.output import partial_folder
 from util.palette import DAVIS_PALETTE
-
-FOLDER_FPS = 25  # a frame folder carries no frame rate
 
 
 def parse_args(argv=None):
