@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from datasets.video_reader import FOLDER_FPS, open_video
-from pipeline.flags import add_model_arg
+from pipeline.flags import add_model_arg, add_shrink_size_arg
 from pipeline.video import Overlay, RunOptions, VideoJob, VideoRun
 from qdmn import load_network
 from util.cli import HelpFormatter, add_device_args
@@ -55,9 +55,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_arg(parser)
     add_device_args(parser)
-    parser.add_argument('--size', type=int, default=480,
-                        help='process at this short side when the video is larger (-1: full size), '
-                             'as segment_video.py; masks are written at the video size')
+    add_shrink_size_arg(parser)
     parser.add_argument('--host', default='127.0.0.1',
                         help='address to listen on; anything but 127.0.0.1 lets other machines use the page')
     parser.add_argument('--port', type=int, default=7860)

@@ -18,7 +18,7 @@ import os
 
 from datasets.annotations import load_mask, load_mask_dir
 from datasets.video_reader import FOLDER_FPS, open_video
-from pipeline.flags import add_engine_args, add_model_arg, add_run_args, run_options
+from pipeline.flags import add_engine_args, add_model_arg, add_run_args, add_shrink_size_arg, run_options
 from pipeline.progress import video_bar
 from pipeline.video import Overlay, VideoJob, VideoRun, state_file
 from qdmn import PRESETS, load_network
@@ -42,9 +42,7 @@ def parse_args(argv=None):
                                  'the k-th box); OpenCV\'s GrabCut cuts the first mask out of it')
     parser.add_argument('--output', required=True, help='folder for masks/<frame>.png and overlay.mp4')
     add_model_arg(parser)
-    parser.add_argument('--size', type=int, default=480,
-                        help='process at this short side when the video is larger (-1: full size); '
-                             'masks are written at the video size')
+    add_shrink_size_arg(parser)
     parser.add_argument('--resize_mask', action='store_true',
                         help='resize masks of another size to the video size (nearest neighbour) instead of failing')
     parser.add_argument('--overwrite', action='store_true',
