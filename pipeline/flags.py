@@ -17,6 +17,13 @@ def add_model_arg(parser):
                         help='checkpoint (s012 is downloaded to the default path when missing)')
 
 
+def add_shrink_size_arg(parser):
+    """--size of the tools for your own videos (segment_video.py, app.py): frames only ever shrink."""
+    parser.add_argument('--size', type=int, default=480,
+                        help='process at this short side when the video is larger (-1: full size); '
+                             'masks are written at the video size')
+
+
 def add_engine_args(parser, preset=None):
     """--top_k, --no_top, --use_km, --mem_freq, --memory_thr, --quality_thr, --memory_policy.
 
