@@ -17,6 +17,7 @@ from util.cli import HelpFormatter
 from util.davis_metrics import check_ground_truth
 from util.distributed import is_main_process
 from util.errors import report_skipped, run_main
+from util.submission import write_submission_zip
 
 
 def main(argv=None):
@@ -36,8 +37,11 @@ def main(argv=None):
     skipped = segment_davis(dataset, run_options(args, 'davis'), run_setup(args, args.output))
     if not is_main_process():
         return   # rank 0 evaluates and reports for every process
+    if args.split == 'testdev':   # the server reads <sequence>/<frame>.png at the zip's root
+        frames = {v: dataset.video(v).frame_names for v in dataset.videos if v not in skipped}
+        print(f'wrote {write_submission_zip(os.path.normpath(args.output), frames)}')
     if args.evaluate and args.split == 'testdev':
-        print('--evaluate: test-dev has no public ground truth; submit the masks to the evaluation server')
+        print('--evaluate: test-dev has no public ground truth; submit the zip to the evaluation server')
     elif args.evaluate:
         evaluate_outputs(root, args.output, '2017/val', single_object=False,
                          sequences=[v for v in dataset.videos if v not in skipped], sparse=args.sparse)

@@ -16,10 +16,11 @@ import os
 
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
 from pipeline.flags import add_dataset_args, add_engine_args, add_model_arg, add_run_args, run_options, run_setup
-from pipeline.youtube import segment_youtube, write_zip
+from pipeline.youtube import segment_youtube
 from util.cli import HelpFormatter, short_side_arg
 from util.distributed import is_main_process
 from util.errors import report_skipped, run_main
+from util.submission import write_submission_zip
 
 
 def parse_args(argv=None):
@@ -48,7 +49,7 @@ def main(argv=None):
                                         log_folder)
     if not is_main_process():
         return   # rank 0 writes the zip and reports for every process
-    print(f'wrote {write_zip(output, expected)}')
+    print(f'wrote {write_submission_zip(output, expected, root="Annotations")}')
     report_skipped(skipped)
 
 

@@ -4,7 +4,8 @@
 
 --video is a video file (mp4, avi, mov, ...) or a folder of frames. The mask is
 a palette PNG (one index per object, 255 = unlabelled) or a binary PNG (0/255)
-at the video's size. With --mask_dir, <frame>.png files annotate several frames
+at the video's size; without one, --box x0,y0,x1,y1 (once per object) makes it
+with OpenCV's GrabCut. With --mask_dir, <frame>.png files annotate several frames
 (frame names are the image stems of a folder, 00000, 00001, ... for a video
 file); objects may first appear on any of them, as in YouTube-VOS, and frames
 before the first annotation get empty masks. Writes <output>/masks/<frame>.png
@@ -17,21 +18,20 @@ import dataclasses
 import os
 
 from datasets.annotations import load_mask, load_mask_dir
-from datasets.video_reader import open_video
-from pipeline.flags import add_engine_args, add_model_arg, add_run_args, run_options
+from datasets.video_reader import FOLDER_FPS, open_video
+from pipeline.flags import add_engine_args, add_model_arg, add_run_args, add_shrink_size_arg, run_options
 from pipeline.progress import video_bar
 from pipeline.video import Overlay, VideoJob, VideoRun, state_file
 from qdmn import PRESETS, load_network
 from qdmn.network import ensure_model
-from util.cli import HelpFormatter, add_device_args, float_arg, short_side_arg
+from util.cli import HelpFormatter, add_device_args, float_arg
 from util.device import peak_memory, precision, resolve_device
 from util.errors import UserInputError, run_main
+from util.grabcut import boxes_to_labels, parse_box
 from util.labels import object_ids, processing_size, reduced_short_side
 from util.output import check_writable, partial_folder
 from util.palette import DAVIS_PALETTE
 from util.run_settings import mask_settings, resume_or_refuse, write_settings
-
-FOLDER_FPS = 25  # a frame folder carries no frame rate
 
 
 def parse_args(argv=None):
@@ -40,11 +40,12 @@ def parse_args(argv=None):
     annotation = parser.add_mutually_exclusive_group(required=True)
     annotation.add_argument('--mask', help="the first frame's annotation (PNG)")
     annotation.add_argument('--mask_dir', help='folder of <frame>.png annotations; objects may enter on any of them')
+    annotation.add_argument('--box', action='append', type=parse_box, metavar='x0,y0,x1,y1',
+                            help='a box around an object on the first frame, in pixels (repeatable: object k is '
+                                 'the k-th box); OpenCV\'s GrabCut cuts the first mask out of it')
     parser.add_argument('--output', required=True, help='folder for masks/<frame>.png and overlay.mp4')
     add_model_arg(parser)
-    parser.add_argument('--size', type=short_side_arg, default=480,
-                        help='process at this short side when the video is larger (-1: full size); '
-                             'masks are written at the video size')
+    add_shrink_size_arg(parser)
     parser.add_argument('--resize_mask', action='store_true',
                         help='resize masks of another size to the video size (nearest neighbour) instead of failing')
     parser.add_argument('--overwrite', action='store_true',
@@ -80,6 +81,8 @@ def main(argv=None):
     if args.mask:
         labels, palette = load_mask(args.mask, video.size, args.resize_mask)
         labels_by_index = {0: labels}
+    elif args.box:
+        labels_by_index, palette = {0: boxes_to_labels(next(iter(video))[1], args.box)}, None
     else:
         labels_by_index, palette = load_mask_dir(args.mask_dir, video, args.resize_mask)
     check_output_path(args.output)
@@ -98,6 +101,7 @@ def main(argv=None):
         print(f'{args.output}: an earlier run stopped before the end; starting over from the first frame '
               '(it saved no state to resume from)')
 
+    preset = args.preset or ('youtube' if args.mask_dir else 'davis')
     # the published YouTube-VOS engine gates with all of the video's objects; the masks tell them all
     objects = {i for labels in labels_by_index.values() for i in object_ids(labels)}
     job = VideoJob('video', lambda: iter(video), labels_by_index, masks_dir, frame_count=video.num_frames,

@@ -1,4 +1,4 @@
-"""Trains QDMN (the published stages, README "Training") on one or more processes.
+"""Trains QDMN (docs/training.md) on one or more processes.
 
     torchrun --nproc_per_node=2 train.py --id s0-QDMN --stage 0
     python -m torch.distributed.launch --master_port 12345 --nproc_per_node=2 train.py --id s0-QDMN --stage 0
@@ -81,17 +81,22 @@ def initial_network(para, imagenet, log):
 
 
 class Saver:
-    def __init__(self, model, para):
+    """Writes <id>_<it>.pth and <id>_checkpoint.pth, once per iteration; returns the two paths (None if
+    this iteration is already saved)."""
+
+    def __init__(self, model, para, it):
         self.model, self.para = model, para
-        self.last = None
+        self.last = it  # a resumed run has nothing new to save before its first step
 
     def __call__(self, it):
         if self.last == it:
-            return
+            return None
         prefix = os.path.join(self.para.run_dir, self.para.id)
-        self.model.save_network(f'{prefix}_{it}.pth')
-        self.model.save_checkpoint(f'{prefix}_checkpoint.pth', it, self.para.stage)
+        paths = f'{prefix}_{it}.pth', f'{prefix}_checkpoint.pth'
+        self.model.save_network(paths[0])
+        self.model.save_checkpoint(paths[1], it, self.para.stage)
         self.last = it
+        return paths
 
 
 def train(para, ctx):
@@ -116,27 +121,34 @@ def train(para, ctx):
         log.print(f'resumed {para.load_model} at iteration {it}')
         del checkpoint  # frees the loaded tensors (a second copy of the network and optimiser)
     torch.manual_seed(para.seed + it + 7919 * ctx.rank)  # augmentation draws when --num_workers 0
-    save = Saver(model, para) if ctx.is_main and not para.no_output else None
+    save = Saver(model, para, it) if ctx.is_main and not para.no_output else None
 
     model.train()
     log.start(it)
     epoch = it // data.iterations_per_epoch  # the curriculum position follows the iteration
-    while it < para.iterations:
-        loader, skips = data.epoch(epoch)
-        if skips:
-            log.print(f'epoch {epoch}: max skip ' + ', '.join(f'{k} {v}' for k, v in skips.items()))
-        for batch in loader:
-            out = model.do_pass(batch, it)
-            it += 1
-            if it % para.log_every == 0 or it == para.iterations:
-                log.report(it, model.report())
-            if it % para.image_every == 0:
-                log.images(it, batch, out)
-            if save and it % para.save_every == 0:
-                save(it)
-            if it >= para.iterations:
-                break
-        epoch += 1
+    try:
+        while it < para.iterations:
+            loader, skips = data.epoch(epoch)
+            if skips:
+                log.print(f'epoch {epoch}: max skip ' + ', '.join(f'{k} {v}' for k, v in skips.items()))
+            for batch in loader:
+                out = model.do_pass(batch, it)
+                it += 1
+                if it % para.log_every == 0 or it == para.iterations:
+                    log.report(it, model.report())
+                if it % para.image_every == 0:
+                    log.images(it, batch, out)
+                if save and it % para.save_every == 0:
+                    save(it)
+                if it >= para.iterations:
+                    break
+            epoch += 1
+    except BaseException as stop:
+        # As published, a run that stops on an error or Ctrl-C keeps its progress (not with --debug).
+        paths = save(it) if save and not para.debug else None
+        if paths:
+            log.print(f'training stopped at iteration {it} ({type(stop).__name__}): saved {paths[0]} and {paths[1]}')
+        raise
     if save:
         save(it)
         log.print(f'saved {para.run_dir} at iteration {it}')

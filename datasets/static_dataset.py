@@ -8,7 +8,7 @@ and the class folders of FSS-1000
 
     <root>/<class>/x.jpg, <root>/<class>/x.png
 
-Each sample is three random views of one image sharing zoom, flip and colour (as in the published STCN/QDMN training).
+Each sample is three random views of one image sharing zoom, flip and colour (docs/training.md).
 The mask's non-zero pixels are the object.
 """
 import glob

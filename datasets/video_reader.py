@@ -16,6 +16,7 @@ from PIL import Image
 from util.errors import UserInputError
 from util.image_io import read_rgb
 
+FOLDER_FPS = 25  # a frame folder carries no frame rate: the rate its overlay videos play at
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 

@@ -7,7 +7,7 @@ Layout (DAVIS keeps its frames one level deeper, in 480p/):
 
 Only frames with an annotation are sampled. A sample is three frames in
 order (the published clamped sampler), reversed half of the time, and up to two
-objects of the first sampled frame (as in the published training).
+objects of the first sampled frame (docs/training.md).
 """
 import os
 
@@ -46,15 +46,16 @@ def read_subset(path):
 
 
 def sample_frame_indices(num_frames, max_skip):
-    """Three frame indices by the published (STCN) clamped scheme; reversed with probability 0.5.
+    """Three frame indices by the published QDMN clamped scheme; reversed with probability 0.5.
 
-    Each next frame lies 1..max_skip+1 after the previous one, clamped so
-    the triplet stays inside the video; near the end two indices may coincide.
+    Each next frame lies 1..max_skip after the previous one (the published
+    loader's randint(1, jump + 1); STCN's own loader allows one frame more),
+    clamped so the triplet stays inside the video; near the end two indices may coincide.
     """
     jump = min(num_frames, max_skip)
     start = int(torch.randint(0, num_frames - jump + 1, ()))
-    second = min(start + int(torch.randint(0, jump + 1, ())) + 1, num_frames - jump, num_frames - 1)
-    third = min(second + int(torch.randint(0, jump + 1, ())) + 1, num_frames - jump // 2, num_frames - 1)
+    second = min(start + int(torch.randint(1, jump + 1, ())), num_frames - jump, num_frames - 1)
+    third = min(second + int(torch.randint(1, jump + 1, ())), num_frames - jump // 2, num_frames - 1)
     indices = [start, second, third]
     return indices[::-1] if torch.rand(()) < 0.5 else indices
 
@@ -110,28 +111,33 @@ class VOSDataset(Dataset):
     def effective_skip(self):
         return max(1, self.max_skip // self.skip_divisor)
 
-    def load(self, video, indices):
-        pairs = []
-        for i in indices:
-            stem = self.frames[video][i]
-            rgb = read_rgb(os.path.join(self.image_dir, video, stem + '.jpg'))
-            labels, _ = read_label_mask(os.path.join(self.mask_dir, video, stem + '.png'))
-            if rgb.shape[:2] != labels.shape:
-                raise UserInputError(f'{os.path.join(self.mask_dir, video, stem)}.png: mask size '
-                                     f'{labels.shape} differs from the frame\'s {rgb.shape[:2]}')
-            pairs.append(to_tensors(rgb, labels))
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    def read_frame(self, video, index):
+        """(3,H,W) uint8 image and (H,W) labels of one annotated frame, views of the decoded arrays."""
+        stem = self.frames[video][index]
+        rgb = read_rgb(os.path.join(self.image_dir, video, stem + '.jpg'))
+        labels, _ = read_label_mask(os.path.join(self.mask_dir, video, stem + '.png'))
+        if rgb.shape[:2] != labels.shape:
+            raise UserInputError(f'{os.path.join(self.mask_dir, video, stem)}.png: mask size '
+                                 f'{labels.shape} differs from the frame\'s {rgb.shape[:2]}')
+        return to_tensors(rgb, labels)
 
     def __getitem__(self, idx):
+        decoded = {}  # (video, index) -> frame: a redraw in the same video decodes no frame twice
         for attempt in range(TOTAL_ATTEMPTS):
             video = self.videos[idx] if attempt < SAME_VIDEO_ATTEMPTS else pick(self.videos)
             indices = sample_frame_indices(len(self.frames[video]), self.effective_skip)
-            images, labels = self.transform(*self.load(video, indices))
+            for i in indices:
+                if (video, i) not in decoded:
+                    decoded[video, i] = self.read_frame(video, i)
+            images, labels = self.transform([decoded[video, i][0] for i in indices],
+                                            [decoded[video, i][1] for i in indices])
             objects = [int(o) for o in torch.unique(labels[0]) if o not in (0, VOID)]
             if self.drop_small_objects:
                 objects = [o for o in objects if large_enough(labels, o)]
             if objects:
                 break
+            if attempt + 1 >= SAME_VIDEO_ATTEMPTS:  # other videos from now on
+                decoded.clear()
         else:
             raise UserInputError(f'{self.root}: {TOTAL_ATTEMPTS} sampled frame triplets showed no object in '
                                  'their first frame; are the annotations empty?')

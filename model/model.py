@@ -62,7 +62,7 @@ class TwoStepPropagation(nn.Module):
 
     activate_score=False returns the quality scores before the head's final
     ReLU, so the quality loss keeps a gradient when a score falls below 0
-    (see README, "The quality head"); inference always applies the ReLU.
+    (docs/training.md, "The quality head"); inference always applies the ReLU.
     """
 
     def __init__(self, network, activate_score=True):
@@ -225,24 +225,68 @@ class QDMNModel:
     def load_checkpoint(self, checkpoint):
         """Restores network, optimiser, scheduler and scaler from `read_checkpoint`'s dict; returns the iteration."""
         load_network(self.network, checkpoint['network'], source=checkpoint['path'])
-        self.optimizer.load_state_dict(checkpoint['optimizer'])
+        optimizer = checkpoint['optimizer']
+        if checkpoint['published']:
+            optimizer = reindex_published_optimizer(optimizer, self.network, checkpoint['path'])
+        self.optimizer.load_state_dict(optimizer)
+        for group in self.optimizer.param_groups:  # a loaded group brings the saver's options: keep ours
+            group.update(fused=True, foreach=None)
         self.scheduler.load_state_dict(checkpoint['scheduler'])
         if checkpoint.get('scaler'):
             self.scaler.load_state_dict(checkpoint['scaler'])
         return checkpoint['it']
 
 
+# The published network registers its modules in this order, so its optimiser state is indexed by
+# parameters in this order (inside each module the order is the same as ours).
+PUBLISHED_MODULE_ORDER = ('mask_rgb_encoder', 'rgb_encoder', 'kv_m_f16', 'kv_q_f16', 'decoder', 'aspp', 'score',
+                          'concat_conv')
+
+
+def reindex_published_optimizer(state_dict, network, path):
+    """A published Adam state dict (one group, parameters in the published order) in our parameter order."""
+    params = list(network.named_parameters())
+    # Stable sort: the published position j holds our parameter published[j].
+    published = sorted(range(len(params)), key=lambda i: PUBLISHED_MODULE_ORDER.index(params[i][0].split('.')[0]))
+    groups = state_dict['param_groups']
+    if len(groups) != 1 or len(groups[0]['params']) != len(params):
+        raise UserInputError(f'{path}: optimiser state for {sum(len(g["params"]) for g in groups)} parameters in '
+                             f'{len(groups)} group(s); QDMN has {len(params)} in one')
+    state = {}
+    for j, saved_id in enumerate(groups[0]['params']):
+        if saved_id in state_dict['state']:
+            ours = published[j]
+            moments = state_dict['state'][saved_id]
+            if moments['exp_avg'].shape != params[ours][1].shape:
+                raise UserInputError(f'{path}: optimiser state of shape {tuple(moments["exp_avg"].shape)} at '
+                                     f'{params[ours][0]} ({tuple(params[ours][1].shape)}): not a QDMN checkpoint')
+            state[ours] = moments
+    return {'state': state, 'param_groups': [{**groups[0], 'params': list(range(len(params)))}]}
+
+
 def read_checkpoint(path, stage):
-    """Reads a resumable `<id>_checkpoint.pth` and checks it belongs to `stage`."""
+    """Reads a resumable `<id>_checkpoint.pth`, ours or the published one, and checks it belongs to `stage`.
+
+    Ours record their stage; the published ones (it, network, optimizer, scheduler) do not, so
+    their network tells: single-object weights belong to stage 0, two-object ones to stages 1 and 2.
+    """
     data = load_file(path)
-    needed = ('it', 'stage', 'network', 'optimizer', 'scheduler')
-    if not isinstance(data, dict) or any(k not in data for k in needed):
+    needed = ('it', 'network', 'optimizer', 'scheduler')
+    if not isinstance(data, dict) or any(k not in data for k in needed) or not isinstance(data['network'], dict):
         raise UserInputError(f'{path}: not a resumable training checkpoint (needs {", ".join(needed)}); '
                              'to start a new run from network weights use --load_network')
-    if data['stage'] != stage:
+    data['network'] = {k.removeprefix('module.'): v for k, v in data['network'].items()}
+    data['published'] = 'stage' not in data
+    if data['published']:
+        conv1 = data['network'].get(MEMORY_CONV1)
+        single = conv1 is not None and conv1.dim() == 4 and conv1.shape[1] == 4
+        if single != (stage == 0):
+            kind = 'single-object (stage 0)' if single else 'two-object (stage 1 or 2)'
+            raise UserInputError(f'{path}: checkpoint of a {kind} network, cannot resume it as stage {stage} '
+                                 f'(start stage {stage} from its weights with --load_network instead)')
+    elif data['stage'] != stage:
         raise UserInputError(f'{path}: checkpoint of stage {data["stage"]}, cannot resume it as stage {stage} '
                              f'(start stage {stage} from its weights with --load_network instead)')
-    data['network'] = {k.removeprefix('module.'): v for k, v in data['network'].items()}
     data['path'] = path
     return data
 

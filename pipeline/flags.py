@@ -3,7 +3,7 @@ from inference_memory_bank import PRESETS
 from pipeline.runner import RunSetup
 from pipeline.video import RESUME_EVERY, RunOptions
 from util.cli import (add_device_args, add_launcher_args, add_memory_log_arg, add_skip_bad_videos_arg, float_arg,
-                      int_arg, top_k_arg)
+                      int_arg, short_side_arg, top_k_arg)
 from util.download import DEFAULT_MODEL
 
 
@@ -11,6 +11,13 @@ def add_model_arg(parser):
     parser.add_argument('--model', default=DEFAULT_MODEL,
                         help='checkpoint (s012 is downloaded to the default path when missing), or "synthetic": '
                              'random weights for an offline dry run, meaningless masks')
+
+
+def add_shrink_size_arg(parser):
+    """--size of the tools for your own videos (segment_video.py, app.py): frames only ever shrink."""
+    parser.add_argument('--size', type=short_side_arg, default=480,
+                        help='process at this short side when the video is larger (-1: full size); '
+                             'masks are written at the video size')
 
 
 def add_engine_args(parser, preset=None):

@@ -1,6 +1,6 @@
-"""YouTube-VOS runs (eval_youtube.py): each video's job, the run, the server's zip."""
+"""YouTube-VOS runs (eval_youtube.py, eval_lvos.py): each video's job, the run (the server's zip:
+util/submission.py)."""
 import os
-import zipfile
 
 import progressbar
 
@@ -24,16 +24,3 @@ def segment_youtube(dataset, options, setup, log_folder=None):
     # every video is opened (annotations read and checked) before any compute: bad input fails fast
     return run_videos(dataset.videos, lambda name: youtube_job(dataset, name, setup.output, log_folder), options,
                       setup, checking=lambda names: progressbar.progressbar(names, prefix='checking videos '))
-
-
-def write_zip(output, expected):
-    """<output>.zip with Annotations/<video>/<frame>.png; written under a temp name, then renamed."""
-    path = output + '.zip'
-    tmp = path + '.partial'
-    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:   # PNGs are compressed already
-        for video, frames in expected.items():
-            for f in frames:
-                arcname = f'Annotations/{video}/{f}.png'
-                z.write(os.path.join(output, arcname), arcname)
-    os.replace(tmp, path)
-    return path

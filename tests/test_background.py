@@ -92,3 +92,21 @@ def test_writer_drops_waiting_jobs_when_the_block_fails():
             threading.Timer(0.3, gate.set).start()  # the first job ends after the block has failed
             raise KeyError('the engine failed')
     assert ran == []
+
+
+def test_wait_returns_once_every_job_so_far_has_run_and_raises_a_jobs_error():
+    done = []
+
+    def slow(i):
+        time.sleep(0.02)
+        done.append(i)
+
+    with BackgroundWriter() as writer:
+        for i in range(3):
+            writer.submit(slow, i)
+        writer.wait()
+        assert done == [0, 1, 2]   # what a saved resume state may count on
+        writer.submit(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            writer.wait()
+        writer.error = None   # handled here; the block may end normally

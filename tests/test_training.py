@@ -171,20 +171,29 @@ def test_thin_plate_spline_warps_image_and_mask_alike():
 
 
 def test_frame_sampling_is_the_published_clamped_scheme():
+    """Published QDMN sampler: each gap drawn from 1..max_skip (randint(1, jump + 1)), clamped to the video."""
     torch.manual_seed(0)
     reversed_count, gaps_seen = 0, set()
-    for _ in range(400):
-        idx = sample_frame_indices(30, 4)
+    for _ in range(3000):
+        idx = sample_frame_indices(100, 4)
         if idx[0] > idx[-1]:
             reversed_count += 1
             idx = idx[::-1]
-        gaps = np.diff(idx)
-        gaps_seen |= set(gaps.tolist())
-        # frame 1 within max_skip+1 of frame 0, frame 2 within max_skip+1 of frame 1, clamped to the video
-        assert 0 <= idx[0] <= 26 and idx[1] <= 26 and idx[2] <= 28
-        assert all(0 <= g <= 5 for g in gaps)
-    assert 150 < reversed_count < 250
-    assert gaps_seen == {0, 1, 2, 3, 4, 5}   # 0 only where the clamp bites near the end
+        gaps = np.diff(idx).tolist()
+        gaps_seen |= set(gaps)
+        assert 0 <= idx[0] <= 96 and idx[1] <= 96 and idx[2] <= 98
+        assert all(0 <= g <= 4 for g in gaps), idx
+        # a gap of 0 only where the clamp bites: the later frame sits at its limit
+        if gaps[0] == 0:
+            assert idx[1] == 96, idx
+        if gaps[1] == 0:
+            assert idx[2] == 98, idx
+    assert 1300 < reversed_count < 1700
+    assert {1, 2, 3, 4} <= gaps_seen <= {0, 1, 2, 3, 4}
+    # max skip 1 (YouTube's first and last curriculum phases): consecutive frames
+    for _ in range(200):
+        idx = sorted(sample_frame_indices(30, 1))
+        assert idx[2] - idx[0] <= 2 and np.diff(idx).max() <= 1
     # a 3-frame video with a large skip: the clamps pin the first two frames to 0, as published
     for _ in range(20):
         assert sorted(sample_frame_indices(3, 10))[:2] == [0, 0]
@@ -359,6 +368,47 @@ def test_two_step_forward_reaches_every_parameter():
     loss.backward()
     assert [n for n, p in net.named_parameters() if p.grad is None] == []
     assert stats['union'] > 0 and 0 <= stats['intersection'] <= stats['union']
+
+
+def test_quality_fit_modes_differ_where_the_score_is_dead():
+    """Negative pre-activations: --quality_fit published (ReLU output, as published) scores 0, its
+    quality loss is the mean squared target and no gradient passes the dead score: the quality head
+    gets none and every other parameter gets exactly the cross-entropy's. preactivation fits the
+    negative pre-activation: a larger loss and a gradient pushing the score up to the target."""
+    torch.manual_seed(0)
+    net = QDMN().eval()
+    with torch.no_grad():
+        net.score.fc2.bias.fill_(-3.0)
+    b, k, s = 2, 2, 32
+    masks = torch.zeros(b, 3, k, s, s)
+    masks[:, :, 0, 4:20, 4:20] = 1
+    masks[:, :, 1, 20:30, 20:30] = 1
+    data = {'rgb': torch.randn(b, 3, 3, s, s), 'masks': masks, 'selector': torch.ones(b, k),
+            'cls_gt': (masks[:, :, 0] + 2 * masks[:, :, 1]).long()}
+
+    def step(activate_score, quality_weight=1.0):
+        net.zero_grad()
+        out = TwoStepPropagation(net, activate_score)(data['rgb'], data['masks'], data['selector'])
+        loss, stats = training_loss(out, data, 0, BootstrappedCE(), quality_weight)
+        loss.backward()
+        return out, stats, {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    pre_out, pre_stats, pre_grads = step(activate_score=False)
+    pub_out, pub_stats, pub_grads = step(activate_score=True)
+    _, _, ce_grads = step(activate_score=True, quality_weight=0.0)
+    for i in (1, 2):
+        assert (pre_out['score'][i - 1] < 0).all()                       # the premise: every score dead
+        assert (pub_out['score'][i - 1] == 0).all()
+        target = quality_target(pub_out['prob'][i - 1], data['masks'][:, i])
+        assert float(pub_stats[f'quality_{i}']) == pytest.approx(float((target ** 2).mean()))
+        assert float(pre_stats[f'quality_{i}']) > float(pub_stats[f'quality_{i}'])
+        assert float(pre_stats[f'ce_{i}']) == pytest.approx(float(pub_stats[f'ce_{i}']))
+    head = [n for n in pub_grads if n.startswith('score.')]
+    assert all(not pub_grads[n].any() for n in head)
+    assert all(torch.equal(pub_grads[n], ce_grads[n]) for n in pub_grads if n not in head)
+    assert all(pre_grads[n].any() for n in head)
+    assert float(pre_grads['score.fc2.bias']) < 0                         # descent raises the score
+    assert not torch.equal(pre_grads['mask_rgb_encoder.conv1.weight'], ce_grads['mask_rgb_encoder.conv1.weight'])
 
 
 # --- starting weights -----------------------------------------------------------------------

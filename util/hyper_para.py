@@ -1,4 +1,4 @@
-"""Command line of train.py, with the per-stage defaults of the published training (README "Training").
+"""Command line of train.py, with the per-stage defaults (docs/training.md).
 
 Options left at None take their stage's value (STAGE_DEFAULTS); every one
 of them can be given explicitly instead.
@@ -75,7 +75,7 @@ def build_parser():
     opt.add_argument('--quality_fit', choices=['preactivation', 'published'], default='preactivation',
                      help='preactivation: fit the IoU target on the quality head\'s output before its final ReLU, '
                           'so the head keeps learning (default); published: fit the ReLU output, whose head dies '
-                          'early (see README). The saved network is the same architecture either way.')
+                          'early (docs/training.md). The saved network is the same architecture either way.')
 
     data = p.add_argument_group('data')
     data.add_argument('--size', type=int, default=384, help='square crop size (a multiple of 16)')

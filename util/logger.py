@@ -83,11 +83,11 @@ class TrainLogger:
                        + self.zero_scores_meaning())
 
     def zero_scores_meaning(self):
-        """What all-zero quality scores mean under this run's --quality_fit (see README, "The quality head")."""
+        """What all-zero quality scores mean under this run's --quality_fit (docs/training.md, "The quality head")."""
         if self.quality_fit == 'preactivation':
             return ('its output before the final ReLU is negative everywhere; the loss is fitted there, so the '
                     'head still learns and should recover (if it persists, the memory gate sees only zeros)')
-        return ('its final ReLU is dead and it no longer learns (see README, "The quality head"; '
+        return ('its final ReLU is dead and it no longer learns (docs/training.md, "The quality head"; '
                 '--quality_fit preactivation avoids this)')
 
     def images(self, it, data, out, samples=2):

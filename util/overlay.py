@@ -22,7 +22,8 @@ def side_by_side(left, right):
 
 
 class Mp4Writer:
-    """Writes RGB frames one by one to `path` (MPEG-4 Part 2, 'mp4v').
+    """Writes RGB frames one by one to `path` (MPEG-4 Part 2, 'mp4v', unless another `fourcc` is given:
+    'VP80' with a .webm path is VP8, which browsers play).
 
     'mp4v' is the codec OpenCV's pip wheels can always encode (they ship no
     H.264 encoder); VLC, ffmpeg and OpenCV play it, some browsers do not.
@@ -32,9 +33,10 @@ class Mp4Writer:
     row/column because the codec silently crops them to even sizes.
     """
 
-    def __init__(self, path, fps):
+    def __init__(self, path, fps, fourcc='mp4v'):
         self.path = path
         self.fps = fps
+        self.fourcc = fourcc
         root, ext = os.path.splitext(path)
         self.tmp = f'{root}.partial{ext}'   # keeps the extension: OpenCV picks the container from it
         self.writer = None
@@ -44,7 +46,7 @@ class Mp4Writer:
         h, w = rgb.shape[:2]
         if self.writer is None:
             size = (w + w % 2, h + h % 2)
-            self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*'mp4v'), self.fps, size)
+            self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
             if not self.writer.isOpened():
                 raise UserInputError(f'{self.tmp}: OpenCV cannot open an mp4 writer here')
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
