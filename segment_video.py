@@ -86,7 +86,7 @@ def main(argv=None):
     else:
         labels_by_index, palette = load_mask_dir(args.mask_dir, video, args.resize_mask)
     check_output_path(args.output)
-    preset = args.preset or ('davis' if args.mask else 'youtube')
+    preset = args.preset or ('youtube' if args.mask_dir else 'davis')
     size = reduced_short_side(video.size, args.size)
     options = run_options(args, preset, size)
     # what makes the masks, recorded with them: a re-run resumes or is complete only with the same
@@ -101,7 +101,6 @@ def main(argv=None):
         print(f'{args.output}: an earlier run stopped before the end; starting over from the first frame '
               '(it saved no state to resume from)')
 
-    preset = args.preset or ('youtube' if args.mask_dir else 'davis')
     # the published YouTube-VOS engine gates with all of the video's objects; the masks tell them all
     objects = {i for labels in labels_by_index.values() for i in object_ids(labels)}
     job = VideoJob('video', lambda: iter(video), labels_by_index, masks_dir, frame_count=video.num_frames,

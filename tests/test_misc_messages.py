@@ -25,7 +25,7 @@ def test_duplicate_frame_names_error_shows_the_real_files(tmp_path):
 
 
 @pytest.mark.parametrize('mode, meaning', [
-    ('published', 'its final ReLU is dead and it no longer learns (see README, "The quality head"; '
+    ('published', 'its final ReLU is dead and it no longer learns (docs/training.md, "The quality head"; '
                   '--quality_fit preactivation avoids this)'),
     ('preactivation', 'its output before the final ReLU is negative everywhere; the loss is fitted there, so the '
                       'head still learns and should recover (if it persists, the memory gate sees only zeros)'),
