@@ -147,6 +147,9 @@ class VideoRun:
                         writer.wait()   # the state may only say "done" of masks on disk
                         seg.save(job.state_path)
                 yield Frame(index, name, rgb, ids, not done_before)
+            if len(names) <= start:
+                raise InputError(f'{job.name}: {len(names)} frames, but the saved state is at frame {start - 1} '
+                                 f'(another video?); delete {job.state_path} to start it over')
             seg.finish()
         self._discard_state()
         self.seconds = time.perf_counter() - started

@@ -49,12 +49,11 @@ def make_davis(shared_dir, root, year, frames=FRAMES):
     return root
 
 
-def run_cli(module, argv, monkeypatch, capsys):
-    """Runs a CLI main in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, 'argv', [module.__file__] + [str(a) for a in argv])
+def run_cli(module, argv, capsys):
+    """Runs a CLI's main(argv) in-process as the command line does; returns (exit code, stderr)."""
     code = 0
     try:
-        run_main(module.main)
+        run_main(lambda: module.main([str(a) for a in argv]))
     except SystemExit as e:
         code = e.code
     return code, capsys.readouterr().err
@@ -92,12 +91,12 @@ def test_eval_davis_2016_writes_854x480_palette_pngs_and_resumes(shared_dir, syn
 
 
 @pytest.mark.slow
-def test_eval_davis_2017_multi_object(shared_dir, synthetic_checkpoint, tmp_path, monkeypatch, capsys):
+def test_eval_davis_2017_multi_object(shared_dir, synthetic_checkpoint, tmp_path, capsys):
     make_davis(shared_dir, tmp_path / 'DAVIS' / 'trainval', 2017)
     out = tmp_path / 'out'
     (out / 'car-shadow').mkdir(parents=True)   # an incomplete earlier run is redone, not skipped
     code, err = run_cli(eval_davis, ['--model', synthetic_checkpoint, '--davis', tmp_path / 'DAVIS',
-                                     '--split', 'val', '--output', out, '--device', 'cpu'], monkeypatch, capsys)
+                                     '--split', 'val', '--output', out, '--device', 'cpu'], capsys)
     assert code == 0, err
     assert_palette_outputs(out, {0, 1, 2})
     assert not list(out.glob('.*partial'))
@@ -117,7 +116,7 @@ def test_published_flags_and_default_root(shared_dir, synthetic_checkpoint, tmp_
 
     monkeypatch.setattr(RunOptions, 'segmenter', recording)
     code, err = run_cli(eval_davis, ['--model', synthetic_checkpoint, '--output', 'out', '--no_top', '--use_km',
-                                     '--memory_policy', 'recent', '--device', 'cpu'], monkeypatch, capsys)
+                                     '--memory_policy', 'recent', '--device', 'cpu'], capsys)
     assert code == 0, err
     engines = [s.engine for s in segmenters]
     assert len(engines) == 2 and all(e.top_k is None and e.km_sigma == KM_SIGMA for e in engines)
@@ -164,25 +163,25 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize('name, corrupt, message', BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_dataset_input_is_one_clear_line(small_davis, synthetic_checkpoint, tmp_path, monkeypatch, capsys,
+def test_bad_dataset_input_is_one_clear_line(small_davis, synthetic_checkpoint, tmp_path, capsys,
                                              name, corrupt, message):
     corrupt(small_davis)
     out = tmp_path / 'out'
     code, err = run_cli(eval_davis_2016, ['--model', synthetic_checkpoint, '--davis', small_davis,
-                                          '--output', out, '--device', 'cpu'], monkeypatch, capsys)
+                                          '--output', out, '--device', 'cpu'], capsys)
     assert code == 2
     assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
     # nothing half-written, and no empty output folder: the run failed before finishing a video
     assert not out.exists()
 
 
-def test_every_video_is_checked_before_the_model_loads(small_davis, tmp_path, monkeypatch, capsys):
+def test_every_video_is_checked_before_the_model_loads(small_davis, tmp_path, capsys):
     corrupt_first_mask_empty(small_davis)
     (small_davis / 'Annotations' / '480p' / 'car-shadow' / '00000.png').unlink()
     out = tmp_path / 'out'
     # the checkpoint does not exist either: the videos are reported first, all of them, in one line
     code, err = run_cli(eval_davis_2016, ['--model', tmp_path / 'none.pth', '--davis', small_davis,
-                                          '--output', out, '--device', 'cpu'], monkeypatch, capsys)
+                                          '--output', out, '--device', 'cpu'], capsys)
     assert code == 2 and err.count('\n') == 1, err
     assert '2 of 2 videos cannot be processed' in err and 'contains no object' in err
     assert 'car-shadow/00000.png: file not found' in err and 'none.pth' not in err
@@ -190,11 +189,11 @@ def test_every_video_is_checked_before_the_model_loads(small_davis, tmp_path, mo
 
 
 def test_skip_bad_videos_runs_the_rest_and_fails_at_the_end(small_davis, synthetic_checkpoint, tmp_path,
-                                                            monkeypatch, capsys):
+                                                            capsys):
     corrupt_mask_size(small_davis)
     out = tmp_path / 'out'
     code, err = run_cli(eval_davis_2016, ['--model', synthetic_checkpoint, '--davis', small_davis, '--output', out,
-                                          '--device', 'cpu', '--skip_bad_videos'], monkeypatch, capsys)
+                                          '--device', 'cpu', '--skip_bad_videos'], capsys)
     assert code == 2 and err.count('\n') == 1, err
     assert '1 video(s) skipped (--skip_bad_videos)' in err and 'annotation is 427x240' in err
     assert sorted(p.name for p in out.iterdir()) == ['car-shadow', 'qdmn_settings.json']
@@ -205,13 +204,13 @@ def test_skip_bad_videos_runs_the_rest_and_fails_at_the_end(small_davis, synthet
     ('missing', 'checkpoint not found'),
     ('single_object_named_wrongly', 'does not match the QDMN architecture'),
 ])
-def test_bad_checkpoint(small_davis, tmp_path, monkeypatch, capsys, checkpoint, message):
+def test_bad_checkpoint(small_davis, tmp_path, capsys, checkpoint, message):
     path = tmp_path / 'model.pth'
     if checkpoint != 'missing':
         import torch
         torch.save({'network': {'conv.weight': torch.zeros(1)}}, path)
     code, err = run_cli(eval_davis_2016, ['--model', path, '--davis', small_davis, '--output', tmp_path / 'o',
-                                          '--device', 'cpu'], monkeypatch, capsys)
+                                          '--device', 'cpu'], capsys)
     assert code == 2 and message in err and str(path) in err
 
 
@@ -236,11 +235,11 @@ def test_checkpoint_that_is_not_one(tmp_path, kind):
             'pickle': 'not a PyTorch checkpoint'}[kind] in message
 
 
-def test_output_not_writable(small_davis, synthetic_checkpoint, tmp_path, monkeypatch, capsys):
+def test_output_not_writable(small_davis, synthetic_checkpoint, tmp_path, capsys):
     blocker = tmp_path / 'a_file'
     blocker.write_text('x')
     code, err = run_cli(eval_davis_2016, ['--model', synthetic_checkpoint, '--davis', small_davis,
-                                          '--output', blocker / 'out', '--device', 'cpu'], monkeypatch, capsys)
+                                          '--output', blocker / 'out', '--device', 'cpu'], capsys)
     assert code == 2 and 'output folder is not writable' in err
 
 

@@ -46,19 +46,17 @@ def test_expand_plays_back_and_forth_with_sparse_annotations(tmp_path):
         assert (out / 'ImageSets' / year / 'val.txt').read_text() == 'car-shadow_x3\n'
 
 
-def run(main, argv, monkeypatch, capsys):
-    """Runs a CLI main in-process as its console entry point does; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, 'argv', ['cli'] + [str(a) for a in argv])
+def run(main, argv, capsys):
+    """Runs a CLI's main(argv) in-process as its console entry point does; returns (exit code, stderr)."""
     try:
-        run_main(main)
+        run_main(lambda: main([str(a) for a in argv]))
         code = 0
     except SystemExit as e:
         code = e.code
     return code, capsys.readouterr().err
 
 
-def test_eval_davis_2016_evaluate_sparse_matches_the_standalone_evaluation(synthetic_checkpoint, tmp_path,
-                                                                            monkeypatch, capsys):
+def test_eval_davis_2016_evaluate_sparse_matches_the_standalone_evaluation(synthetic_checkpoint, tmp_path, capsys):
     """A 10-frame expanded video annotated on frames 0, 3, 6 and 9, segmented and scored by the CLI."""
     long = tmp_path / 'long'
     expand_long_video.main(['--davis', str(five_frame_source(tmp_path / 'src')), '--video', 'car-shadow',
@@ -66,20 +64,19 @@ def test_eval_davis_2016_evaluate_sparse_matches_the_standalone_evaluation(synth
     out = tmp_path / 'out'
     cli = ['--model', synthetic_checkpoint, '--davis', long, '--output', out, '--device', 'cpu', '--evaluate']
     # without --sparse: the masks are written, then the scoring refuses the incomplete ground truth
-    code, err = run(eval_davis_2016.main, cli, monkeypatch, capsys)
+    code, err = run(eval_davis_2016.main, cli, capsys)
     assert code == 2 and err.count('\n') == 1, err
     assert err.startswith('error: ') and '4 annotation(s) for 10 frames' in err
     assert 'ground truth incomplete' in err and 'use --sparse' in err
     written = {p: p.stat().st_mtime_ns for p in (out / 'car-shadow_x2').glob('*.png')}
     assert len(written) == 10
     # with --sparse the re-run scores those masks without segmenting again
-    code, err = run(eval_davis_2016.main, cli + ['--sparse'], monkeypatch, capsys)
+    code, err = run(eval_davis_2016.main, cli + ['--sparse'], capsys)
     assert code == 0, err
     assert {p: p.stat().st_mtime_ns for p in (out / 'car-shadow_x2').glob('*.png')} == written
     standalone = tmp_path / 'standalone'
     code, err = run(evaluate_davis.main, ['--davis', long, '--results', out, '--set', '2016/val', '--single_object',
-                                             '--sparse', '--output', standalone, '--no_progress'],
-                       monkeypatch, capsys)
+                                          '--sparse', '--output', standalone, '--no_progress'], capsys)
     assert code == 0, err
     for name in ('global_results-2016-val.csv', 'per-sequence_results-2016-val.csv'):
         assert (out / name).read_text() == (standalone / name).read_text()
@@ -91,7 +88,6 @@ def test_eval_davis_2016_evaluate_sparse_matches_the_standalone_evaluation(synth
     assert j_mean == pytest.approx(np.mean(evaluation.sequences[0].j), abs=1e-9)
 
 
-def test_sparse_needs_evaluate(tmp_path, monkeypatch, capsys):
-    code, err = run(eval_davis_2016.main, ['--davis', tmp_path, '--output', tmp_path / 'out', '--sparse'],
-                       monkeypatch, capsys)
+def test_sparse_needs_evaluate(tmp_path, capsys):
+    code, err = run(eval_davis_2016.main, ['--davis', tmp_path, '--output', tmp_path / 'out', '--sparse'], capsys)
     assert code == 2 and '--sparse applies to --evaluate' in err

@@ -156,10 +156,10 @@ def small_davis(shared_dir, tmp_path_factory):
 
 
 def test_eval_davis_writes_logs_beside_the_masks_only_with_the_flag(small_davis, synthetic_checkpoint, built_once,
-                                                                    tmp_path, monkeypatch, capsys):
+                                                                    tmp_path, capsys):
     out, plain = tmp_path / 'out', tmp_path / 'plain'
     argv = ['--model', synthetic_checkpoint, '--davis', small_davis, '--device', 'cpu', '--mem_freq', 1]
-    code, err = run_cli(eval_davis_2016, argv + ['--output', out, '--save_memory_log'], monkeypatch, capsys)
+    code, err = run_cli(eval_davis_2016, argv + ['--output', out, '--save_memory_log'], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == sorted(VIDEOS + ('memory_log',))
     assert sorted(p.name for p in (out / 'memory_log').iterdir()) == \
@@ -174,7 +174,7 @@ def test_eval_davis_writes_logs_beside_the_masks_only_with_the_flag(small_davis,
         assert_umask_mode(out / 'memory_log' / f'{video}.png')
         assert_umask_mode(out / video / '00001.png')   # the masks too
 
-    code, err = run_cli(eval_davis_2016, argv + ['--output', plain], monkeypatch, capsys)
+    code, err = run_cli(eval_davis_2016, argv + ['--output', plain], capsys)
     assert code == 0, err
     assert sorted(p.name for p in plain.iterdir()) == sorted(VIDEOS)   # without the flag: no log
 
@@ -190,7 +190,7 @@ def test_flag_without_matplotlib_is_one_clear_error(monkeypatch):
     import util.cli
     monkeypatch.setattr(util.cli.importlib.util, 'find_spec', lambda name: None)
     with pytest.raises(UserInputError, match=r'--save_memory_log needs matplotlib \(pip install'):
-        segment_video.parse_args(['--video', 'v.mp4', '--mask', 'm.png', '--output', 'o', '--save_memory_log'])
+        segment_video.main(['--video', 'v.mp4', '--mask', 'm.png', '--output', 'o', '--save_memory_log'])
 
 
 def test_eval_youtube_log_starts_at_the_first_annotation_and_stays_out_of_the_zip(tmp_path, shared_dir,

@@ -66,20 +66,19 @@ def test_sigkilled_segment_video_resumes_from_its_last_state_byte_identical(nois
 def test_eval_davis_resumes_a_video_that_failed_after_a_saved_state(small_davis, synthetic_checkpoint,  # noqa: F811
                                                                     tmp_path, monkeypatch, capsys, failing_on_call):
     argv = ['--model', synthetic_checkpoint, '--davis', small_davis, '--device', 'cpu', '--resume_every', 1]
-    code, err = run_eval_cli(eval_davis_2016, argv + ['--output', tmp_path / 'whole'],
-                             monkeypatch, capsys)
+    code, err = run_eval_cli(eval_davis_2016, argv + ['--output', tmp_path / 'whole'], capsys)
     assert code == 0, err
 
     # the disk fills up at the 5th mask (car-shadow's 2nd frame), after the state of its 1st frame
     out = tmp_path / 'out'
     real_write = pipeline.video.write_palette_png
     monkeypatch.setattr(pipeline.video, 'write_palette_png', failing_on_call(real_write, 5))
-    code, err = run_eval_cli(eval_davis_2016, argv + ['--output', out], monkeypatch, capsys)
+    code, err = run_eval_cli(eval_davis_2016, argv + ['--output', out], capsys)
     assert code == 2 and 'disk full' in err
     assert sorted(p.name for p in out.iterdir()) == ['.car-shadow.partial', '.car-shadow.partial.state',
                                                      'blackswan', 'qdmn_settings.json']
     monkeypatch.setattr(pipeline.video, 'write_palette_png', real_write)
-    code, err = run_eval_cli(eval_davis_2016, argv + ['--output', out], monkeypatch, capsys)
+    code, err = run_eval_cli(eval_davis_2016, argv + ['--output', out], capsys)
     assert code == 0, err
     assert tree(out) == tree(tmp_path / 'whole')
     assert sorted(p.name for p in out.iterdir()) == sorted([*VIDEOS, 'qdmn_settings.json'])
