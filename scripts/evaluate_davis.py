@@ -14,11 +14,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from util.davis_metrics import evaluate_davis, print_results, write_csvs  # noqa: E402
+from util.cli import HelpFormatter, add_scorer_args  # noqa: E402
 from util.errors import run_main  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter)
     parser.add_argument('--davis', required=True, help='DAVIS root (Annotations/480p, ImageSets/<year>)')
     parser.add_argument('--results', required=True, help='folder with <sequence>/<frame>.png')
     parser.add_argument('--set', default='2017/val', help='image set YEAR/SPLIT: 2016/val, 2017/val, '
@@ -31,12 +32,8 @@ def main(argv=None):
     parser.add_argument('--sparse', action='store_true',
                         help='ground truth on some frames only (long videos): score every annotated frame '
                              'but the first')
-    parser.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
-    parser.add_argument('--output', default=None, help='folder for the CSV files (default: --results)')
-    parser.add_argument('--no_progress', action='store_true', help='no progress bar')
+    add_scorer_args(parser)
     args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        parser.error('--workers must be >= 1')
 
     evaluation = evaluate_davis(args.davis, args.results, args.set, single_object=args.single_object,
                                 workers=args.workers, progress=not args.no_progress,

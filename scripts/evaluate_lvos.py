@@ -13,23 +13,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from util.cli import HelpFormatter, add_scorer_args  # noqa: E402
 from util.errors import run_main  # noqa: E402
 from util.lvos_metrics import DEFAULT_UNSEEN_LIST, evaluate_lvos, print_results, write_csvs  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=HelpFormatter)
     parser.add_argument('--lvos', required=True, help='LVOS split folder (Annotations/, <split>_meta.json)')
     parser.add_argument('--results', required=True, help='folder with [Annotations/]<video>/<frame>.png')
     parser.add_argument('--unseen_list', default=None,
                         help=f'video names counted as unseen, one a line (default: the official list, '
                              f'{os.path.relpath(DEFAULT_UNSEEN_LIST)})')
-    parser.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
-    parser.add_argument('--output', default=None, help='folder for the CSV files (default: --results)')
-    parser.add_argument('--no_progress', action='store_true', help='no progress bar')
+    add_scorer_args(parser)
     args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        parser.error('--workers must be >= 1')
 
     evaluation = evaluate_lvos(args.lvos, args.results, args.unseen_list, workers=args.workers,
                                progress=not args.no_progress)

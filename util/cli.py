@@ -81,6 +81,14 @@ def top_k_arg(text):
     return value
 
 
+def add_scorer_args(parser):
+    """--workers, --output and --no_progress of the stand-alone scorers (scripts/evaluate_*.py)."""
+    parser.add_argument('--workers', type=int_arg('--workers', 1), default=None,
+                        help='processes (default: all cores)')
+    parser.add_argument('--output', default=None, help='folder for the CSV files (default: --results)')
+    parser.add_argument('--no_progress', action='store_true', help='no progress bar')
+
+
 def add_skip_bad_videos_arg(parser):
     parser.add_argument('--skip_bad_videos', action='store_true',
                         help='segment the videos that pass the up-front checks, list the others at the end '

@@ -674,14 +674,19 @@ def write_csvs(evaluation, output_dir):
     rows_seq = [SEQUENCE_COLUMNS]
     rows_seq += [[o.name, CSV_FLOAT_FORMAT % o.j_mean, CSV_FLOAT_FORMAT % o.f_mean]
                  for o in evaluation.objects]
-    for path, rows in ((global_path, rows_global), (seq_path, rows_seq)):
+    write_csv_files(output_dir, {global_path: rows_global, seq_path: rows_seq})
+    return global_path, seq_path
+
+
+def write_csv_files(output_dir, rows_by_path):
+    """Writes each {path: rows} CSV into output_dir (created when missing); one error line on failure."""
+    for path, rows in rows_by_path.items():
         try:
             os.makedirs(str(output_dir), exist_ok=True)
             with open(path, 'w', newline='') as f:
                 csv.writer(f, lineterminator='\n').writerows(rows)
         except OSError as e:
             raise DavisEvalError(f'{path}: cannot write ({_one_line(e.strerror or e)})') from None
-    return global_path, seq_path
 
 
 def format_global_table(evaluation, decimals=6):

@@ -21,7 +21,6 @@ for all its objects, the frames are scored by a process pool (default: all cores
 missing result is one error naming the first missing file before any scoring (the
 official tool exits silently), and the CSVs keep 9 decimals (the official rounds to 3).
 """
-import csv
 import os
 import sys
 import warnings
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from util.davis_metrics import (CSV_FLOAT_FORMAT, DavisEvalError, _CHUNK_FRAMES, _lut_apply, _pool, _progress_bar,
-                                _read_labels, _score_labels, boundary_radius, db_statistics, disk)
+                                _read_labels, _score_labels, boundary_radius, db_statistics, disk, write_csv_files)
 from util.errors import UserInputError
 from util.lvos_meta import ANNOTATION_STEP, frame_name, read_lvos_meta
 
@@ -251,13 +250,7 @@ def write_csvs(evaluation, output_dir):
     rows_global = [GLOBAL_COLUMNS, [CSV_FLOAT_FORMAT % evaluation.global_metrics[c] for c in GLOBAL_COLUMNS]]
     rows_seq = [SEQUENCE_COLUMNS] + [[o.name] + [CSV_FLOAT_FORMAT % v for v in (o.j_mean, o.f_mean, o.v)]
                                      for o in evaluation.objects]
-    for path, rows in ((global_path, rows_global), (seq_path, rows_seq)):
-        try:
-            os.makedirs(str(output_dir), exist_ok=True)
-            with open(path, 'w', newline='') as f:
-                csv.writer(f, lineterminator='\n').writerows(rows)
-        except OSError as e:
-            raise UserInputError(f'{path}: cannot write ({e.strerror})') from None
+    write_csv_files(output_dir, {global_path: rows_global, seq_path: rows_seq})
     return global_path, seq_path
 
 
