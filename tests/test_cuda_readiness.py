@@ -244,13 +244,14 @@ def test_tf32_only_with_amp_and_kernel_tuning_only_for_fixed_shapes(cuda_flags):
 
 
 def test_youtube_engines_do_not_tune_kernels_per_shape(monkeypatch, synthetic_checkpoint, tmp_path, capsys):
-    """segment_video --mask_dir runs the YouTube-VOS engine, whose shapes change as objects join."""
+    """Objects labelled on a later frame (segment_video --mask_dir) change the engine's shapes as they join."""
     calls = []
-    monkeypatch.setattr(segment_video, 'inference_network',
+    monkeypatch.setattr(segment_video, 'load_network',
                         lambda path, device, amp, fixed_shapes=True: calls.append(fixed_shapes) or 1 / 0)
     frames, mask = write_clip(tmp_path)
     (tmp_path / 'masks').mkdir()
     (tmp_path / 'masks' / '00000.png').write_bytes(mask.read_bytes())
+    (tmp_path / 'masks' / '00002.png').write_bytes(mask.read_bytes())
     for argv in (['--mask', str(mask)], ['--mask_dir', str(tmp_path / 'masks')]):
         with pytest.raises(ZeroDivisionError):
             segment_video.main(['--video', str(frames), *argv, '--output', str(tmp_path / 'out'),

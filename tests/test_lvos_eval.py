@@ -92,6 +92,6 @@ def test_bad_video_is_one_line_and_skip_bad_videos_runs_the_rest(tmp_path, synth
     assert not (tmp_path / 'o').exists()
     with pytest.raises(SystemExit):
         run_main(lambda: run(split_dir, tmp_path / 'o', synthetic_checkpoint, '--skip_bad_videos', '--evaluate'))
-    assert os.listdir(tmp_path / 'o' / 'Annotations') == ['twoObj']
+    assert sorted(os.listdir(tmp_path / 'o' / 'Annotations')) == ['qdmn_settings.json', 'twoObj']
     rows = list(csv.reader((tmp_path / 'o' / 'per-sequence_results-valid.csv').open()))
     assert [r[0] for r in rows[1:]] == ['twoObj_1', 'twoObj_2']

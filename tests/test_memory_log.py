@@ -161,7 +161,7 @@ def test_eval_davis_writes_logs_beside_the_masks_only_with_the_flag(small_davis,
     argv = ['--model', synthetic_checkpoint, '--davis', small_davis, '--device', 'cpu', '--mem_freq', 1]
     code, err = run_cli(eval_davis_2016, argv + ['--output', out, '--save_memory_log'], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == sorted(VIDEOS + ('memory_log',))
+    assert sorted(p.name for p in out.iterdir()) == sorted(VIDEOS + ('memory_log', 'qdmn_settings.json'))
     assert sorted(p.name for p in (out / 'memory_log').iterdir()) == \
         sorted(f'{v}.{ext}' for v in VIDEOS for ext in ('csv', 'png'))
     for video in VIDEOS:   # the folders to zip for the server hold masks only
@@ -176,7 +176,7 @@ def test_eval_davis_writes_logs_beside_the_masks_only_with_the_flag(small_davis,
 
     code, err = run_cli(eval_davis_2016, argv + ['--output', plain], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in plain.iterdir()) == sorted(VIDEOS)   # without the flag: no log
+    assert sorted(p.name for p in plain.iterdir()) == sorted(VIDEOS + ('qdmn_settings.json',))   # no log
 
 
 def test_matplotlib_is_imported_only_for_the_plot():
@@ -228,7 +228,8 @@ def test_segment_video_log_beside_masks_and_none_after_a_failure(synthetic_check
 
     code, stdout, err = run_segment_video(argv, capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ['masks', 'memory_log.csv', 'memory_log.png', 'overlay.mp4']
+    assert sorted(p.name for p in out.iterdir()) == ['masks', 'memory_log.csv', 'memory_log.png', 'overlay.mp4',
+                                                     'qdmn_settings.json']
     assert f'wrote {out / "memory_log.csv"} and {out / "memory_log.png"}' in stdout
     rows = read_rows(out / 'memory_log.csv')
     assert list(rows[0])[2] == 'score_6'   # named by the mask's own id
