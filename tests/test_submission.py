@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import eval_davis
-from util.errors import run_main
+from util.errors import UserInputError, run_main
 from util.palette import DAVIS_PALETTE
 from util.submission import write_submission_zip
 
@@ -40,7 +40,7 @@ def test_zip_layouts(tmp_path):
 def test_zip_appears_whole_or_not_at_all(tmp_path):
     out = tmp_path / 'out'
     _png(out / 'a' / '00000.png', np.zeros((4, 6)))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserInputError, match=r'a/00001\.png: missing, so .*out\.zip was not written'):
         write_submission_zip(str(out), {'a': ['00000', '00001']})
     assert os.listdir(tmp_path) == ['out']   # no zip, no partial file
 
