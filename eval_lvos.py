@@ -17,7 +17,8 @@ import argparse
 import os
 
 from datasets.lvos_test_dataset import LVOSTestDataset
-from pipeline.flags import add_dataset_args, add_engine_args, add_model_arg, add_run_args, run_options, run_setup
+from pipeline.flags import (add_dataset_args, add_engine_args, add_model_arg, add_resize_arg, add_run_args, run_options,
+                            run_setup)
 from pipeline.youtube import segment_youtube
 from util.cli import HelpFormatter
 from util.distributed import is_main_process
@@ -32,8 +33,7 @@ def parse_args(argv=None):
     parser.add_argument('--output', required=True, help='folder for Annotations/<video>/<frame>.png; on the test '
                                                         'split the zip is written next to it as <output>.zip')
     add_model_arg(parser)
-    parser.add_argument('--size', type=int, default=480,
-                        help='short side frames are processed at (-1: original size)')
+    add_resize_arg(parser)
     # LVOS annotates every 5th frame and objects enter late, as YouTube-VOS: its published preset
     add_engine_args(parser, 'youtube')
     parser.add_argument('--evaluate', action='store_true',

@@ -15,9 +15,10 @@ import argparse
 import os
 
 from datasets.yv_test_dataset import YouTubeVOSTestDataset
-from pipeline.flags import add_dataset_args, add_engine_args, add_model_arg, add_run_args, run_options, run_setup
+from pipeline.flags import (add_dataset_args, add_engine_args, add_model_arg, add_resize_arg, add_run_args, run_options,
+                            run_setup)
 from pipeline.youtube import segment_youtube
-from util.cli import HelpFormatter, short_side_arg
+from util.cli import HelpFormatter
 from util.distributed import is_main_process
 from util.errors import report_skipped, run_main
 from util.submission import write_submission_zip
@@ -30,8 +31,7 @@ def parse_args(argv=None):
     parser.add_argument('--output', required=True, help='folder for Annotations/<video>/<frame>.png; '
                                                         'the zip is written next to it as <output>.zip')
     add_model_arg(parser)
-    parser.add_argument('--size', type=short_side_arg, default=480,
-                        help='short side frames are processed at (-1: original size)')
+    add_resize_arg(parser)
     add_engine_args(parser, 'youtube')
     add_run_args(parser, '<output>/memory_log/<video>.csv and .png (not in the zip)')
     add_dataset_args(parser)

@@ -20,6 +20,12 @@ def add_shrink_size_arg(parser):
                              'masks are written at the video size')
 
 
+def add_resize_arg(parser):
+    """--size of the benchmark CLIs that process at 480p like the published code (eval_youtube, eval_lvos)."""
+    parser.add_argument('--size', type=short_side_arg, default=480,
+                        help='short side frames are processed at (-1: original size)')
+
+
 def add_engine_args(parser, preset=None):
     """--top_k, --no_top, --use_km, --mem_freq, --memory_thr, --quality_thr, --memory_policy.
 
