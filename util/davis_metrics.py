@@ -619,13 +619,7 @@ def evaluate_davis(davis_root, results_dir, image_set='2017/val', single_object=
             bar.update(done)
 
     try:
-        if workers == 1:
-            for task in tasks:
-                collect(_score_chunk(task))
-        else:
-            with _pool(workers) as pool:
-                for out in pool.imap(_score_chunk, tasks):  # in order: first error first
-                    collect(out)
+        run_in_order(_score_chunk, tasks, workers, collect)
     finally:
         if bar is not None:
             bar.finish(dirty=done < total)
@@ -676,6 +670,18 @@ def write_csvs(evaluation, output_dir):
                  for o in evaluation.objects]
     write_csv_files(output_dir, {global_path: rows_global, seq_path: rows_seq})
     return global_path, seq_path
+
+
+def run_in_order(score, tasks, workers, collect):
+    """collect(score(task)) for every task, in order (the first bad file is reported first), over
+    `workers` processes (1: in this process)."""
+    if workers == 1:
+        for task in tasks:
+            collect(score(task))
+        return
+    with _pool(workers) as pool:
+        for out in pool.imap(score, tasks):
+            collect(out)
 
 
 def write_csv_files(output_dir, rows_by_path):

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from util.davis_metrics import (CSV_FLOAT_FORMAT, DavisEvalError, _CHUNK_FRAMES, _lut_apply, _pool, _progress_bar,
-                                _read_labels, _score_labels, boundary_radius, db_statistics, disk, write_csv_files)
+from util.davis_metrics import (CSV_FLOAT_FORMAT, DavisEvalError, _CHUNK_FRAMES, _lut_apply, _progress_bar,
+                                _read_labels, _score_labels, boundary_radius, db_statistics, disk, run_in_order, write_csv_files)
 from util.errors import UserInputError
 from util.lvos_meta import ANNOTATION_STEP, frame_name, read_lvos_meta
 
@@ -208,13 +208,7 @@ def evaluate_lvos(split_dir, results_dir, unseen_list=None, workers=None, progre
 
     objects_of = {p.name: p.objects for p in plans}
     try:
-        if workers == 1:
-            for task in tasks:
-                collect(_score_chunk(task))
-        else:
-            with _pool(workers) as pool:
-                for out in pool.imap(_score_chunk, tasks):   # in order: the first bad file is reported first
-                    collect(out)
+        run_in_order(_score_chunk, tasks, workers, collect)
     finally:
         if bar is not None:
             bar.finish(dirty=done < total)
