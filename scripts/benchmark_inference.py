@@ -14,6 +14,12 @@ and overlap the network; their own times are listed separately. faults/f
 is the process's minor page faults per frame (memory handed back to the
 system and faulted in again: util/allocator.py keeps it near 0 on glibc).
 
+Under the times, the achieved GFLOP/s of each network stage: its
+multiply-adds (x2) counted per call, by hooks on every convolution and linear
+layer and from the shapes of the memory read (affinity and weighted sum of
+the top-k values), over its time; elementwise work is not counted, so the
+distance to the convolutions' peak is what the stage loses to it.
+
 Without --davis the frames are synthetic (ellipses drifting over a texture,
 written once as a DAVIS tree) and every due frame passes the quality gate
 (--quality_thr -1): the worst case, in which the memory fills to capacity
@@ -83,13 +89,44 @@ def write_synthetic_davis(root, frames, height, width, objects):
     return root, video
 
 
-def timed(function, name, totals, sync):
+def timed(function, name, totals, sync, stage=None):
+    """`function` timed into totals[name]; `stage` (a one-item list) names the running stage meanwhile."""
     def wrapper(*args, **kwargs):
+        if stage is not None:
+            stage[0] = name
         start = time.perf_counter()
         out = function(*args, **kwargs)
         sync()
         totals[name] += time.perf_counter() - start
         return out
+    return wrapper
+
+
+def count_flops(module, stage, flops):
+    """Adds the FLOPs (2 per multiply-add) of every convolution and linear layer of `module` to
+    flops[stage[0]] as they run."""
+    def conv_flops(conv, inputs, out):
+        k = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
+        flops[stage[0]] += 2 * out.numel() * k
+
+    def linear_flops(linear, inputs, out):
+        flops[stage[0]] += 2 * out.numel() * linear.in_features
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(conv_flops)
+        elif isinstance(m, torch.nn.Linear):
+            m.register_forward_hook(linear_flops)
+
+
+def read_flops(read, flops):
+    """The memory read with its FLOPs added to flops['read']: the affinity of every query pixel with
+    every memory pixel, then the weighted sum of the values it reads (top-k or all)."""
+    def wrapper(mem_key, mem_value, query_key, query_value, top_k=None, km_sigma=None):
+        memory_pixels, query_pixels = mem_key[0, 0].numel(), query_key[0, 0].numel()
+        picked = memory_pixels if top_k is None else min(top_k, memory_pixels)
+        flops['read'] += 2 * mem_key.shape[0] * query_pixels * (
+            mem_key.shape[1] * memory_pixels + mem_value.shape[1] * picked)
+        return read(mem_key, mem_value, query_key, query_value, top_k, km_sigma)
     return wrapper
 
 
@@ -115,9 +152,11 @@ def worker(args):
         mode = precision(device, args.amp)
         configure_cuda(device, args.amp, fixed_shapes=True)
         net = Network(optimize_for_inference(QDMN().to(device), bf16=mode == 'bf16'), device, mode)
-    totals = defaultdict(float)
-    for method, stage in STAGES.items():
-        setattr(net.module, method, timed(getattr(net.module, method), stage, totals, sync))
+    totals, flops, stage = defaultdict(float), defaultdict(int), [None]
+    count_flops(net.module, stage, flops)
+    net.module.read = read_flops(net.module.read, flops)
+    for method, name in STAGES.items():
+        setattr(net.module, method, timed(getattr(net.module, method), name, totals, sync, stage))
 
     with tempfile.TemporaryDirectory() as out:
         job = davis_job(DAVISTestDataset(args.davis, imset=args.imset), args.video, out)
@@ -138,6 +177,7 @@ def worker(args):
     engine = run.segmenter.engine
     print(json.dumps({
         'frames': frames, 'precision': net.precision, 'wall': wall, 'fps': frames / wall, 'stages': totals,
+        'flops': flops,
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'page_faults': faults,
         'memory_entries': len(engine.bank.entries()), 'decisions': engine.decisions}))
@@ -158,7 +198,11 @@ def run(args, frames, amp):
 def print_row(r):
     stages = ' '.join(f"{r['stages'].get(s, 0.0) / r['frames'] * 1000:7.0f}" for s in ORDER)
     print(f"{r['frames']:6d}  {r['precision']:>4s}  {r['fps']:6.2f}  {r['wall']:8.1f}  {stages}  "
-          f"{r['peak_rss_mb']:7.0f}  {r['page_faults'] / r['frames']:8.0f}  {r['memory_entries']:3d}  {r['decisions']}", flush=True)
+          f"{r['peak_rss_mb']:7.0f}  {r['page_faults'] / r['frames']:8.0f}  {r['memory_entries']:3d}  {r['decisions']}")
+    rates = ' '.join(f"{r['flops'][s] / r['stages'][s] / 1e9:7.0f}" if r['flops'].get(s) else ' ' * 7
+                     for s in ORDER)
+    gflop = sum(r['flops'].values()) / r['frames'] / 1e9
+    print(f"{'':6s}  {'':4s}  {'GFLOP/s per stage':>16s}  {rates}  ({gflop:.0f} GFLOP per frame)", flush=True)
 
 
 def main():
