@@ -16,7 +16,7 @@ from pipeline.flags import add_davis_args, parse_davis_args, run_options, run_se
 from util.cli import HelpFormatter
 from util.davis_metrics import check_ground_truth
 from util.distributed import is_main_process
-from util.errors import report_skipped, run_main
+from util.errors import report_skipped, run_cli
 from util.submission import write_submission_zip
 
 
@@ -49,4 +49,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    run_main(main)
+    run_cli(main)

@@ -22,7 +22,7 @@ from pipeline.flags import (add_dataset_args, add_engine_args, add_model_arg, ad
 from pipeline.youtube import segment_youtube
 from util.cli import HelpFormatter
 from util.distributed import is_main_process
-from util.errors import report_skipped, run_main
+from util.errors import report_skipped, run_cli
 from util.submission import write_submission_zip
 
 
@@ -77,4 +77,4 @@ def evaluate(args, output, videos):
 
 
 if __name__ == '__main__':
-    run_main(main)
+    run_cli(main)

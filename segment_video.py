@@ -26,7 +26,7 @@ from qdmn import PRESETS, load_network
 from qdmn.network import ensure_model
 from util.cli import HelpFormatter, add_device_args, float_arg
 from util.device import peak_memory, precision, resolve_device
-from util.errors import UserInputError, run_main
+from util.errors import UserInputError, run_cli
 from util.grabcut import boxes_to_labels, parse_box
 from util.labels import object_ids, processing_size, reduced_short_side
 from util.output import check_writable, partial_folder
@@ -130,4 +130,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    run_main(main)
+    run_cli(main)
