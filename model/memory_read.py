@@ -1,5 +1,6 @@
 """Space-time memory read: dot-product affinity, (top-k) softmax, optional kernel, weighted read-out."""
 import math
+import warnings
 
 import torch
 
@@ -61,10 +62,10 @@ def gather_read(mem_value, weights, index):
     return out
 
 
-# Query pixels per block of blocked_top_k_read on the CPU: its gathered values (block x k x Cv) stay
-# near 2 M floats (81 query pixels at k 50), so a block works in cache and memory does not grow with the
-# frame size (fastest of 2^20..2^23 on the 2-core CI machine; one block for all pixels is 1.3x slower).
-BLOCK_ELEMENTS = 2 ** 21
+# Query pixels per block of blocked_top_k_read on the CPU: as many as keep the block's affinities
+# (block x memory pixels, fp32) near 8 MB, so that they stay in cache and memory does not grow with
+# the frame size (431 pixels with 3 memory entries at 480p, 56 with 23).
+AFFINITY_ELEMENTS = 2 ** 21
 # On CUDA the blocks are as large as this fraction of the free device memory allows: a block is ~7
 # kernel launches, and many small ones leave the GPU idle between launches.
 CUDA_READ_MEMORY_FRACTION = 0.5
@@ -78,7 +79,7 @@ def read_block_size(device, query_pixels, memory_pixels, top_k, channels, budget
     the free device memory), else as many as fit.
     """
     if device.type != 'cuda':
-        return max(1, BLOCK_ELEMENTS // (top_k * channels))
+        return max(1, AFFINITY_ELEMENTS // memory_pixels)
     if budget is None:
         budget = CUDA_READ_MEMORY_FRACTION * free_cuda_memory(device)
     # per query pixel: its fp32 affinity row, the top-k scores, weights and int64 indices,
@@ -91,6 +92,24 @@ def free_cuda_memory(device):
     """Bytes the device has free, counting what PyTorch's allocator holds but does not use."""
     free, _ = torch.cuda.mem_get_info(device)
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def weighted_sum(weights, index, values):
+    """Per query pixel, the sum of its k picked memory values (rows of `values`, (THW, Cv)) times
+    their weights: (n, k) weights and indices -> (n, Cv).
+
+    On the CPU as a sparse (n x THW, k per row) times dense product, which reads each picked
+    value where it is: gathering them first writes and reads back n x k x Cv floats (80 MB per
+    480p frame), half the read's time. CUDA gathers, which its bandwidth makes cheap.
+    """
+    if values.device.type != 'cpu':
+        return torch.bmm(weights.unsqueeze(1), values[index]).squeeze(1)
+    n, k = index.shape
+    rows = torch.arange(0, (n + 1) * k, k, device=index.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is plain
+        warnings.simplefilter('ignore')
+        sparse = torch.sparse_csr_tensor(rows, index.reshape(-1), weights.reshape(-1), (n, values.shape[0]))
+    return sparse @ values
 
 
 def blocked_top_k_read(mem_key, mem_value, query_key, top_k):
@@ -111,8 +130,7 @@ def blocked_top_k_read(mem_key, mem_value, query_key, top_k):
             rows = slice(start, start + block)
             aff = torch.mm(queries[i, rows], keys[i]).div_(math.sqrt(ck))
             scores, index = torch.topk(aff, k=top_k, dim=1)
-            weights = torch.softmax(scores, dim=1)
-            out[i, rows] = torch.bmm(weights.unsqueeze(1), values[i][index]).squeeze(1)
+            out[i, rows] = weighted_sum(torch.softmax(scores, dim=1), index, values[i])
     return out.transpose(1, 2)
 
 

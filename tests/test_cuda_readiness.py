@@ -13,7 +13,7 @@ import segment_video
 import train
 from inference_core import InferenceCore, propagate
 from model import memory_read
-from model.memory_read import BLOCK_ELEMENTS, blocked_top_k_read, read_block_size
+from model.memory_read import AFFINITY_ELEMENTS, blocked_top_k_read, read_block_size, weighted_sum
 from model.model import QDMNModel
 from model.network import QDMN
 from util import device as device_util
@@ -141,7 +141,7 @@ def test_fp16_autocast_keeps_the_golden_foreground(inference_net, shared_dir):
 def test_read_block_size_follows_the_device_and_the_memory_budget():
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
     pixels, memory = 30 * 54, 23 * 30 * 54   # a 480p frame and a full memory, at 1/16 resolution
-    assert read_block_size(cpu, pixels, memory, 50, 512) == BLOCK_ELEMENTS // (50 * 512) == 81   # as before
+    assert read_block_size(cpu, pixels, memory, 50, 512) == AFFINITY_ELEMENTS // memory == 56   # ~8 MB of affinities
     assert read_block_size(cuda, pixels, memory, 50, 512, budget=2 ** 30) == pixels   # one block per object
     per_pixel = 4 * memory + 50 * (16 + 4 * 512) + 4 * 512
     assert read_block_size(cuda, pixels, memory, 50, 512, budget=100 * per_pixel) == 100   # as many as fit
@@ -155,6 +155,15 @@ def test_the_block_size_does_not_change_the_read(monkeypatch):
     small = blocked_top_k_read(mem_key, mem_value, query_key, 10)
     monkeypatch.setattr(memory_read, 'read_block_size', lambda device, pixels, *args: pixels)
     torch.testing.assert_close(blocked_top_k_read(mem_key, mem_value, query_key, 10), small)
+
+
+def test_the_cpu_sparse_weighted_sum_equals_the_gathered_one():
+    """The CPU reads the picked values through a sparse product, CUDA gathers them: the same sums."""
+    torch.manual_seed(0)
+    values, weights = torch.randn(300, 512), torch.softmax(torch.randn(70, 50), 1)
+    index = torch.stack([torch.randperm(300)[:50] for _ in range(70)])
+    gathered = torch.bmm(weights.unsqueeze(1), values[index]).squeeze(1)
+    torch.testing.assert_close(weighted_sum(weights, index, values), gathered, rtol=1e-6, atol=1e-6)
 
 
 # --- 4. out of GPU memory: one line ---------------------------------------------------------------
