@@ -5,6 +5,8 @@ but change its state dict, so they are applied after the checkpoint is loaded.
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
 from model.checkpoint import build_network, random_init_skipped
 from model.modules import ASPP, ResBlock
 from model.resnet import Bottleneck
@@ -58,7 +60,7 @@ class Bf16Module(nn.Module):
 
     def __init__(self, module):
         super().__init__()
-        self.module = fuse_bottlenecks(module.to(torch.bfloat16))
+        self.module = module.to(torch.bfloat16)
 
     def forward(self, *inputs):
         return self.module(*(x.to(torch.bfloat16) for x in inputs))
@@ -86,16 +88,17 @@ class FusedBottleneck(Bottleneck):
         return conv_post_ops(self.conv3, out, add=identity)
 
 
-def fuse_bottlenecks(trunk):
-    """Turns the (folded, bf16) Bottlenecks of `trunk` into FusedBottlenecks in place: the same
-    modules and weights, so the state dict keeps its names. Needs PyTorch's oneDNN (every x86 build,
-    which every CPU with native bf16 is); without it the trunk stays as it is."""
-    if not torch.backends.mkldnn.is_available():
-        return trunk
-    for block in trunk.modules():
-        if type(block) is Bottleneck:
-            block.__class__ = FusedBottleneck  # a subclass with no state of its own: only forward changes
-    return trunk
+class FusedResBlock(ResBlock):
+    """A decoder ResBlock of Bf16Conv2d: its input rounded to bf16 once for both branches and the
+    ReLU after conv1 run inside conv1 (conv_post_ops). The same values as ResBlock's forward:
+    ReLU and rounding to bf16 commute."""
+
+    def forward(self, x):
+        xb = x.to(torch.bfloat16)
+        r = self.conv2(conv_post_ops(self.conv1, F.relu(xb), relu=True))
+        if self.downsample is not None:
+            x = self.downsample(xb)
+        return x + r
 
 
 class Bf16Conv2d(nn.Conv2d):
@@ -136,6 +139,18 @@ def bf16_convolutions(module):
     return module
 
 
+def fuse_post_ops(network):
+    """Turns the Bottlenecks and ResBlocks of the bf16 `network` into their fused forms in place:
+    the same modules and weights (the state dict keeps its names), another forward. Needs
+    PyTorch's oneDNN (every x86 build, which every CPU with native bf16 is); without it they stay."""
+    if torch.backends.mkldnn.is_available():
+        for module in network.modules():
+            fused = {Bottleneck: FusedBottleneck, ResBlock: FusedResBlock}.get(type(module))
+            if fused is not None:
+                module.__class__ = fused  # subclasses with no state of their own
+    return network
+
+
 def bf16_between_convolutions(network):
     """Lets the Bf16Conv2d whose outputs reach only ReLUs, other convolutions (which round their
     input to bf16) or a sum with an fp32 tensor return bf16: their values are bf16 already, so
@@ -167,7 +182,7 @@ def to_bf16(network):
         elif name not in FP32_MODULES:
             setattr(network, name, Bf16Conv2d.from_conv(child) if type(child) is nn.Conv2d
                     else bf16_convolutions(child))
-    return bf16_between_convolutions(network)
+    return fuse_post_ops(bf16_between_convolutions(network))
 
 
 def optimize_for_inference(network, bf16=False):
