@@ -1,6 +1,7 @@
 """Words that tell the truth: the duplicate-frame error names the files, the dead-quality-head warning
-fits the --quality_fit mode, and data/ stays out of git."""
+fits the --quality_fit mode, and data/ stays out of git; a command line's quick exit loses nothing."""
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,3 +45,32 @@ def test_dead_quality_head_warning_is_true_in_each_quality_fit_mode(mode, meanin
 def test_data_folder_is_ignored_by_git():
     result = subprocess.run(['git', 'check-ignore', 'data/DAVIS/2017'], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == 'data/DAVIS/2017'
+
+
+RUN_CLI = """
+import atexit, sys, threading, time
+sys.path.insert(0, {repo!r})
+from util.errors import run_cli
+atexit.register(lambda: print('atexit handler ran'))
+def main():
+    print('main done', end='')          # no newline: only a flush writes it
+    if {thread}:
+        def late():
+            time.sleep(0.5)
+            open({marker!r}, 'w').write('written')
+        threading.Thread(target=late).start()
+run_cli(main)
+print('not reached when the quick exit is taken')
+"""
+
+
+@pytest.mark.parametrize('thread', [False, True])
+def test_run_cli_exits_at_once_but_runs_atexit_flushes_and_waits_for_threads(tmp_path, thread):
+    marker = tmp_path / 'written-by-thread'
+    code = RUN_CLI.format(repo=str(REPO), thread=thread, marker=str(marker))
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('main done') and 'atexit handler ran' in result.stdout
+    # a thread still running: the usual exit, which waits for it; none: the quick exit
+    assert ('not reached' in result.stdout) == thread
+    assert marker.exists() == thread
