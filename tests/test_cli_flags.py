@@ -105,3 +105,15 @@ def test_train_help_answers_before_the_heavy_imports():
     seconds = time.perf_counter() - start
     assert result.returncode == 0 and '--quality_fit' in result.stdout and result.stderr == ''
     assert seconds < 2, f'train.py --help took {seconds:.1f} s'
+
+
+def test_benchmark_process_times_whole_runs_of_each_checkout(shared_dir):
+    script = Path(__file__).resolve().parents[1] / 'scripts' / 'benchmark_process.py'
+    davis = shared_dir / 'data' / 'DAVIS-2016-sample'
+    result = subprocess.run([sys.executable, str(script), '--davis', str(davis), '--frames', '2', '--rounds', '1'],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    runs = [line for line in result.stdout.splitlines() if line.startswith('round 1')]
+    assert [line.split()[2] for line in runs] == ['fp32', 'amp']
+    medians = [line for line in result.stdout.splitlines() if line.startswith(('fp32 ', 'amp '))]
+    assert len(medians) == 2 and medians[0].split()[3] == 'x1.00'   # fp32 against itself
