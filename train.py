@@ -68,8 +68,8 @@ class Distributed(Launch):
         self.save_group = dist.new_group(backend='gloo', timeout=datetime.timedelta(seconds=para.save_timeout))
 
     def decide(self, plan):
-        """plan() on rank 0 alone; every process gets its result. If it failed, rank 0 raises the error and
-        the others end quietly with the same exit code (one message, no race on what rank 0 decides)."""
+        """plan() on rank 0 alone; every process gets its result (plain data: pickled). If it failed, rank 0
+        raises the error and the others end quietly with its exit code (one message; no race on the decision)."""
         outcome = [None]
         if self.is_main:
             try:
@@ -180,7 +180,7 @@ class Saver:
 def train(para, ctx):
     ctx.init(para)
     loaded = {}
-    start = ctx.decide(lambda: plan_start(para, ctx, loaded))
+    start = Start(**ctx.decide(lambda: plan_start(para, ctx, loaded)._asdict()))
     if start.it >= para.iterations:
         if ctx.is_main:
             print(f'nothing to do: {start.checkpoint} is at iteration {start.it} of {para.iterations}')

@@ -171,9 +171,9 @@ def test_atomic_save_error_at_close_leaves_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / 'x.pth'
     atomic_save({'a': torch.ones(3)}, path)
 
-    def failing_close(fd):
+    def failing_fsync(fd):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
-    monkeypatch.setattr(os, 'fsync', failing_close)
+    monkeypatch.setattr(os, 'fsync', failing_fsync)
     with pytest.raises(UserInputError, match=r'x.pth: cannot save \(Input/output error\)'):
         atomic_save({'a': torch.zeros(3)}, path)
     assert torch.equal(torch.load(path)['a'], torch.ones(3))

@@ -66,13 +66,16 @@ def build_parser():
     add_device_args(p)
 
     opt = p.add_argument_group('optimisation (None = the stage default)')
-    opt.add_argument('-b', '--batch_size', type=int, help='samples per process (per GPU); stage 0: 14, 1 and 2: 8')
+    opt.add_argument('-b', '--batch_size', type=int,
+                     help='samples per process (per GPU); stage 0: 14, 1 and 2: 8 (resumed: the checkpoint\'s)')
     opt.add_argument('-i', '--iterations', type=int, help='total iterations; stage 0: 160k, 1: 250k, 2: 150k')
-    opt.add_argument('--steps', type=int_list, nargs='+', help='iterations at which lr drops by --gamma; '
-                                                    'stage 0: 250000, 1: 450000, 2: 70000')
-    opt.add_argument('--lr', type=float, help='learning rate (Adam); default 2e-5 (a resumed run: its checkpoint\'s)')
+    opt.add_argument('--steps', type=int_list, nargs='+',
+                     help='iterations at which lr drops by --gamma; stage 0: 250000, 1: 450000, 2: 70000 '
+                          '(resumed: the checkpoint\'s)')
+    opt.add_argument('--lr', type=float, help='learning rate (Adam); default 2e-5 (resumed: the checkpoint\'s)')
     opt.add_argument('--weight_decay', type=float, help='Adam weight decay; default 1e-7 (resumed: the checkpoint\'s)')
-    opt.add_argument('--gamma', type=float, help='lr factor at each of --steps; default 0.1 (resumed: the checkpoint\'s)')
+    opt.add_argument('--gamma', type=float,
+                     help='lr factor at each of --steps; default 0.1 (resumed: the checkpoint\'s)')
     opt.add_argument('--allow_batch_change', action='store_true',
                      help='resume with another effective batch (--batch_size x processes) than the checkpoint\'s; '
                           'refused without it')
@@ -163,7 +166,8 @@ def parse_args(argv=None):
         (para.iterations > 0, '--iterations must be positive'),
         (min(para.log_every, para.image_every, para.save_every, para.checkpoint_every) > 0,
          'the --*_every intervals must be positive'),
-        ((para.dist_timeout or 1) > 0 and para.save_timeout > 0, 'the timeouts must be positive'),
+        ((para.dist_timeout is None or para.dist_timeout > 0) and para.save_timeout > 0,
+         'the timeouts must be positive'),
         (not (para.load_network and para.load_model), 'give --load_network or --load_model, not both'),
     ]
     for skips in (para.davis_skips, para.yv_skips, para.bl30k_skips):
