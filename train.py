@@ -126,16 +126,16 @@ def plan_start(para, ctx, loaded):
     return start
 
 
-def initial_network(para, imagenet, log):
+def initial_network(para, start, log):
     torch.manual_seed(para.seed)  # identical fresh initialisation on every rank
     network = QDMN(single_object=para.stage == 0)
-    if para.load_network:
+    if para.load_network and start.checkpoint is None:   # (--resume: a checkpoint supersedes it)
         load_start_network(network, para.load_network)
         log.print(f'network weights from {para.load_network}')
-    elif imagenet:
-        load_imagenet(network, imagenet)
-        log.print(f'ResNet trunks from ImageNet weights {imagenet}')
-    elif not para.load_model:
+    elif start.imagenet:
+        load_imagenet(network, start.imagenet)
+        log.print(f'ResNet trunks from ImageNet weights {start.imagenet}')
+    elif start.checkpoint is None:
         log.print('WARNING: --no_imagenet: training from random weights (tests and debugging only)')
     return network
 
@@ -197,7 +197,7 @@ def train(para, ctx):
     for note in start.notes:
         log.print(note)
 
-    model = QDMNModel(initial_network(para, start.imagenet, log), para, ctx.device)
+    model = QDMNModel(initial_network(para, start, log), para, ctx.device)
     it = 0
     if checkpoint is not None:
         it = model.load_checkpoint(checkpoint)

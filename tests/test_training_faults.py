@@ -136,7 +136,7 @@ def test_sigterm_to_torchrun_saves_the_resumable_checkpoint(stage0, tmp_path):
 
 def test_save_failing_at_close_keeps_the_previous_checkpoint(stage0, tmp_path, monkeypatch, capsys):
     """The second checkpoint's data is refused at fsync (a quota, NFS): one line, the checkpoint of
-    iteration 2 stays in place and loads. Before that, the temporary files of an earlier killed save
+    iteration 1 stays in place and loads. Before that, the temporary files of an earlier killed save
     (a dead pid) are removed at the start, a live process's are not."""
     folder = tmp_path / 'saves' / 'dur'
     folder.mkdir(parents=True)
@@ -155,14 +155,14 @@ def test_save_failing_at_close_keeps_the_previous_checkpoint(stage0, tmp_path, m
                 raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
         real_fsync(fd)
     monkeypatch.setattr(os, 'fsync', fsync)
-    code, out = run_train(['--id', 'dur', '--resume', '-i', 6, '--checkpoint_every', 2] + stage0,
+    code, out = run_train(['--id', 'dur', '--resume', '-i', 4, '--checkpoint_every', 1] + stage0,
                           monkeypatch, capsys)
     assert code == 2
     assert f'removed what killed saves left in {folder}: dur_checkpoint.pth.tmp{dead}' in out
     errors = [line for line in out.splitlines() if line.startswith('error')]
     assert errors == [f'error: {folder / "dur_checkpoint.pth"}: cannot save (Disk quota exceeded); the previous '
                       'file, if any, is kept']
-    assert read_checkpoint(str(folder / 'dur_checkpoint.pth'), stage=0)['it'] == 2
+    assert read_checkpoint(str(folder / 'dur_checkpoint.pth'), stage=0)['it'] == 1
     assert sorted(p.name for p in folder.iterdir() if '.tmp' in p.name) == [
         f'dur_9.pth.tmp{os.getppid()}', f'dur_checkpoint.pth.tmp{os.getpid()}x']
 
@@ -265,20 +265,21 @@ def test_resume_on_another_world_size_refuses_a_new_effective_batch():
 
 
 def test_resumed_run_records_what_it_used(stage0, tmp_path, monkeypatch, capsys):
-    """A run at --lr 1e-4 resumed without --lr keeps 1e-4 (config.json says so), continues its epoch at
-    the batch where it stopped, and records each start with its own data seed."""
+    """A run at --lr 1e-4 resumed without --lr keeps 1e-4 (config.json says so) and records each start
+    with its own data seed."""
     folder = tmp_path / 'saves' / 'hon'
-    code, out = run_train(['--id', 'hon', '-i', 3, '--lr', 1e-4] + stage0, monkeypatch, capsys)
+    code, out = run_train(['--id', 'hon', '-i', 1, '--lr', 1e-4] + stage0, monkeypatch, capsys)
     assert code == 0, out
-    code, out = run_train(['--id', 'hon', '-i', 4, '--resume'] + stage0, monkeypatch, capsys)
+    code, out = run_train(['--id', 'hon', '-i', 2, '--resume'] + stage0, monkeypatch, capsys)
     assert code == 0, out
-    assert f'resumed {folder / "hon_checkpoint.pth"} at iteration 3' in out
+    assert f'resumed {folder / "hon_checkpoint.pth"} at iteration 1' in out
+    assert 'random weights' not in out
     assert json.loads((folder / 'config.json').read_text())['lr'] == 1e-4
     final = read_checkpoint(str(folder / 'hon_checkpoint.pth'), stage=0)
     assert final['optimizer']['param_groups'][0]['lr'] == 1e-4
     assert final['run'] == {'batch_size': 1, 'world_size': 1}
     first, second = starts(folder)
-    assert (first['lr'], second['lr'], second['iteration'], second['effective_batch']) == (1e-4, 1e-4, 3, 1)
+    assert (first['lr'], second['lr'], second['iteration'], second['effective_batch']) == (1e-4, 1e-4, 1, 1)
     assert first['data_seed'] != second['data_seed']
 
 
