@@ -157,8 +157,8 @@ class VideoRun:
                                  f'(another video?); delete {job.state_path} to start it over')
             seg.finish()
             # before the masks are in place: a complete masks folder always has its log beside it
-            logs = [] if seg.memory_log is None else seg.memory_log.write(job.log_folder, job.log_name, names,
-                                                                          job.log_title)
+            logs = [] if seg.memory_log is None else [*seg.memory_log.write(job.log_folder, job.log_name, names,
+                                                                            job.log_title)]
         self._discard_state()
         self.seconds = time.perf_counter() - started
         self.outputs = [job.masks_dir] + ([job.overlay.path] if job.overlay else []) + logs
