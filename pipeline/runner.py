@@ -86,8 +86,7 @@ def run_videos(names, open_job, options, setup, checking=lambda names: names):
 
     created = not os.path.exists(setup.output)
     try:
-        with sigterm_ends_the_run():
-            return _run(prepare, open_job, options, setup)
+        return _run(prepare, open_job, options, setup)
     except BaseException:
         if Launch(setup.local_rank).is_main:   # the one process that wrote the record
             forget_if_alone(setup.output, remove_folder=created)   # a run that made nothing leaves nothing
@@ -121,7 +120,7 @@ def _segment(group, names, lengths, open_job, options, model, setup):
                 return None   # the job ends with the other process's error, the videos done so far kept
             run, done_before = VideoRun(net, open_job(name), options), done
             try:
-                with contextlib.closing(iter(run)) as frames:
+                with sigterm_ends_the_run(), contextlib.closing(iter(run)) as frames:
                     for frame in frames:
                         done += 1
                         segmented += frame.segmented
@@ -149,9 +148,10 @@ def _print(group, bar, line):
 
 @contextlib.contextmanager
 def sigterm_ends_the_run():
-    """SIGTERM (torchrun stopping the job, a scheduler's preemption, kill) raises SystemExit in the
-    main thread, so that the partial folders are removed (or kept with their saved state) as on any
-    error; by default Python dies on SIGTERM without any cleanup."""
+    """While a video is segmented, SIGTERM (torchrun stopping the job, a scheduler's preemption, kill)
+    raises SystemExit in the main thread, so that its partial folder is removed (or kept with its saved
+    state) as on any error; by default Python dies on SIGTERM without any cleanup. Elsewhere (waiting
+    for the others, exiting after another process's error) there is nothing to clean up."""
     def terminate(signum, frame):
         print_error_line('terminated (SIGTERM): complete videos are kept, unfinished ones removed '
                          '(or kept with their saved state for a re-run to resume)')
