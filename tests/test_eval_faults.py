@@ -163,23 +163,30 @@ def spawn_ranks(cmd, world_size, **env):
             for rank in range(world_size)]
 
 
-def test_a_stopped_rank_is_named_after_the_timeout(shared_dir, synthetic_checkpoint, tmp_path):
-    # blackswan (fast) to rank 0, car-shadow (seconds per frame) to rank 1, stopped mid-video
-    root, out = full_size_davis(shared_dir, tmp_path / 'DAVIS', small=['blackswan']), tmp_path / 'out'
+@pytest.mark.parametrize('stopped', [1, 0], ids=['a rank', 'the rank hosting the store'])
+def test_a_stopped_rank_is_named_after_the_timeout(shared_dir, synthetic_checkpoint, tmp_path, stopped):
+    # blackswan to rank 0, car-shadow to rank 1: the stopped rank's video takes seconds per frame, the
+    # other one's is quick; under the legacy launcher's protocol rank 0 hosts the store
+    slow = VIDEOS[stopped]
+    root, out = full_size_davis(shared_dir, tmp_path / 'DAVIS', small=[VIDEOS[1 - stopped]]), tmp_path / 'out'
     ranks = spawn_ranks(eval_cmd(root, out, synthetic_checkpoint), 2, QDMN_PEER_TIMEOUT=str(PEER_TIMEOUT))
+    waiting = ranks[1 - stopped]
     try:
-        wait_for(lambda: os.path.isdir(partial_folder(str(out / 'car-shadow'))), 'rank 1 segmenting')
-        os.kill(ranks[1].pid, signal.SIGSTOP)
-        stopped = time.monotonic()
-        code, log = finish(ranks[0])
-        waited = time.monotonic() - stopped
+        wait_for(lambda: os.path.isdir(partial_folder(str(out / slow))), f'rank {stopped} segmenting')
+        os.kill(ranks[stopped].pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        code, log = finish(waiting)
+        waited = time.monotonic() - stopped_at
     finally:
-        ranks[1].kill()
-        finish(ranks[1])
-    assert code == 1 and errors(log) == [
-        f'error: rank 1 stopped responding: no heartbeat for {PEER_TIMEOUT} s (frozen, stopped, cut off or dead); '
-        'giving up (QDMN_PEER_TIMEOUT sets the wait)'], log[-3000:]
-    assert waited < 30 + PEER_TIMEOUT and len(list((out / 'blackswan').iterdir())) == FRAMES
+        ranks[stopped].kill()
+        finish(ranks[stopped])
+    expected = (f'error: rank 1 stopped responding: no heartbeat for {PEER_TIMEOUT} s (frozen, stopped, cut off or '
+                'dead); giving up (QDMN_PEER_TIMEOUT sets the wait)' if stopped == 1 else
+                "error: rank 1: lost the job's key-value store at 127.0.0.1:")
+    assert code == 1 and len(errors(log)) == 1 and errors(log)[0].startswith(expected), log[-3000:]
+    assert waited < 30 + PEER_TIMEOUT
+    if stopped == 1:   # rank 0 finished its video first (rank 1 may ask the stopped store before its own)
+        assert len(list((out / 'blackswan').iterdir())) == FRAMES
 
 
 def test_a_rank_without_videos_waits_for_a_busy_one_beyond_the_timeout(shared_dir, synthetic_checkpoint, tmp_path):

@@ -181,12 +181,27 @@ class EvalGroup:
             time.sleep(min(1.0, self._timeout / 10))
 
     def _call(self, operation, *args):
-        """A store operation; a store that does not answer within the timeout ends the job with one line."""
-        try:
-            return operation(*args)
-        except RuntimeError as e:   # torch's DistStoreError (a timeout, a closed connection)
-            raise JobLost(f'rank {self.rank}: lost the job\'s key-value store at {_store_address()} '
-                          f'({_first_line(e)}); the process hosting it stopped or was cut off') from None
+        """A store operation; a store that does not answer within the timeout ends the job with one line.
+
+        The operation runs in a thread of its own: a client of a stopped store (its host frozen or cut
+        off) waits forever, whatever the store's timeout says.
+        """
+        outcome = {}
+
+        def call():
+            try:
+                outcome['result'] = operation(*args)
+            except RuntimeError as e:   # torch's DistStoreError (a closed connection, ...)
+                outcome['error'] = e
+
+        thread = threading.Thread(target=call, name='store', daemon=True)
+        thread.start()
+        thread.join(self._timeout)
+        if thread.is_alive() or 'error' in outcome:
+            problem = _first_line(outcome['error']) if 'error' in outcome else f'no answer for {self._timeout:.0f} s'
+            raise JobLost(f'rank {self.rank}: lost the job\'s key-value store at {_store_address()} ({problem}); '
+                          'the process hosting it (torchrun on the first node, or rank 0) stopped or was cut off')
+        return outcome['result']
 
 
 class _Outcome(NamedTuple):
@@ -254,7 +269,7 @@ class _Heartbeat:
 
     def stop(self):
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=1.0)   # not longer: a set to a stopped store never returns
 
 
 @contextlib.contextmanager
