@@ -22,7 +22,7 @@ from qdmn import PRESETS
 from qdmn.network import ensure_model, load_network
 from util.device import peak_memory, precision
 from util.distributed import Launch, eval_processes
-from util.errors import check_each, print_error_line
+from util.errors import UserInputError, check_each, print_error_line
 from util.output import check_writable, is_complete, output_lock
 from util.run_settings import check_same_settings, forget_if_alone, mask_settings, write_settings
 
@@ -127,11 +127,12 @@ def _segment(group, names, lengths, open_job, options, model, setup):
                         if bar is not None:
                             bar.update(done, video=name)
             except BadFrame as e:
+                problem = f'{name}: frame {e.index}: {e}'
                 if not setup.skip_bad_videos:
-                    raise
-                failed[name] = str(e)
+                    raise UserInputError(problem) from None
+                failed[name] = problem
                 done = done_before + lengths[name]   # the bar goes on with the next video
-                _print(group, bar, f'{e}; skipped (--skip_bad_videos)')
+                _print(group, bar, f'{problem}; skipped (--skip_bad_videos)')
                 continue
             _print(group, bar, f'{name}: {run.segmented} frames in {run.seconds:.1f} s; '
                                f'{run.segmenter.memory_summary()}')

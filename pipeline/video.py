@@ -91,7 +91,11 @@ class VideoJob:
 
 
 class BadFrame(InputError):
-    """A frame of the video could not be read while segmenting: names the video and the frame."""
+    """A frame of the video could not be read while segmenting; `index` says which."""
+
+    def __init__(self, message, index):
+        super().__init__(message)
+        self.index = index
 
 
 class Cancelled(Exception):
@@ -176,7 +180,7 @@ class VideoRun:
         return self
 
     def _read(self, frames):
-        """The frames, an unreadable one raised as BadFrame naming the video and the frame's index."""
+        """The frames, an unreadable one raised as BadFrame with its index."""
         index = 0
         while True:
             try:
@@ -184,7 +188,7 @@ class VideoRun:
             except StopIteration:
                 return
             except UserInputError as e:
-                raise BadFrame(f'{self.job.name}: frame {index}: {e}') from None
+                raise BadFrame(str(e), index) from None
             yield frame
             index += 1
 

@@ -13,6 +13,7 @@ import datetime
 import math
 import os
 import pickle
+import signal
 import threading
 import time
 from typing import NamedTuple
@@ -132,8 +133,11 @@ class EvalGroup:
             rank, first = failed[0]
             print_error_line(f'stopped because rank {rank} failed: {first.failure}')
             code = 2 if first.bad_input else 1
-        # torchrun stops the whole job as soon as one process exits with an error:
-        # wait until every process has printed its line
+        # torchrun stops the whole job (SIGTERM) as soon as one process exits with an error: wait until
+        # every process has printed its line, and let no SIGTERM cut short this process's last cleanup
+        # (rank 0 releasing the output's lock)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self._gather(None)
         raise SystemExit(code)
 

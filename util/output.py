@@ -1,4 +1,5 @@
-"""Output folders and files that are complete or absent: what makes evaluation runs resumable."""
+"""Output folders and files that are complete or absent, and owned by one job: what makes evaluation runs
+resumable and safe to run beside each other."""
 import contextlib
 import fcntl
 import os
