@@ -100,10 +100,25 @@ def video_data(para):
     return parts, schedules
 
 
-class TrainingData:
-    """Dataset, loader and curriculum of one stage, for one process of the distributed run."""
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler whose epoch can start past its first `skip` samples (a run resumed mid-epoch)."""
+    skip = 0
 
-    def __init__(self, para, rank, world_size):
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self):
+        return super().__len__() - self.skip
+
+
+class TrainingData:
+    """Dataset, loader and curriculum of one stage, for one process of the distributed run.
+
+    data_seed: the augmentation streams' seed (model.resume.data_seed: a resumed run draws new ones);
+    the order of the samples follows --seed, so a resumed epoch continues the same permutation.
+    """
+
+    def __init__(self, para, rank, world_size, data_seed=None):
         self.para = para
         if para.stage == 0:
             self.dataset, schedules = static_data(para), []
@@ -111,9 +126,10 @@ class TrainingData:
             parts, schedules = video_data(para)
             self.dataset = ConcatDataset(parts)
         # Every rank shuffles with the same seed (so they split one permutation) ...
-        self.sampler = DistributedSampler(self.dataset, world_size, rank, shuffle=True, seed=para.seed, drop_last=True)
+        self.sampler = ResumableSampler(self.dataset, world_size, rank, shuffle=True, seed=para.seed, drop_last=True)
         # ... while augmentation randomness differs per rank and per worker.
-        self.generator = torch.Generator().manual_seed(para.seed + 1000003 * (rank + 1))
+        seed = para.seed if data_seed is None else data_seed
+        self.generator = torch.Generator().manual_seed(seed + 1000003 * (rank + 1))
         self.iterations_per_epoch = len(self.sampler) // para.batch_size
         if self.iterations_per_epoch == 0:
             raise UserInputError(f'{len(self.dataset)} training samples cannot fill one batch of {para.batch_size} '
@@ -132,9 +148,11 @@ class TrainingData:
                           worker_init_fn=seed_worker, generator=self.generator, drop_last=True,
                           persistent_workers=workers > 0, pin_memory=torch.device(self.para.device).type == 'cuda')
 
-    def epoch(self, epoch):
-        """Prepares `epoch` (shuffle and curriculum): returns its loader and the skips if they changed."""
+    def epoch(self, epoch, first_batch=0):
+        """Prepares `epoch` from its batch `first_batch` on (shuffle and curriculum): returns its loader and
+        the skips if they changed."""
         self.sampler.set_epoch(epoch)
+        self.sampler.skip = first_batch * self.para.batch_size
         skips = self.curriculum.apply(epoch)
         changed = skips != self.skips
         if changed or self.loader is None:

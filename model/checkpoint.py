@@ -1,6 +1,8 @@
-"""Loading QDMN weights safely and strictly, with messages a user can act on."""
+"""Loading QDMN weights safely and strictly, with messages a user can act on; saving them durably."""
 import contextlib
+import errno
 import os
+import re
 import warnings
 
 import torch
@@ -105,3 +107,69 @@ def build_network(path, device='cpu'):
         network = QDMN(single_object=single_object)
     # assign: the checkpoint's tensors become the weights, so they are in memory once, not twice
     return load_network(network, state_dict, source=path, assign=True).to(device).eval()
+
+
+# --- saving --------------------------------------------------------------------------------
+
+TEMP_FILE = re.compile(r'.+\.pth\.tmp(\d+)')   # <file>.pth.tmp<pid of the saving process>
+
+
+def atomic_save(obj, path):
+    """torch.save to `path` so that it always holds a complete file: written to <path>.tmp<pid>,
+    flushed and fsynced, renamed over `path`, and the folder fsynced (the rename survives a crash).
+
+    A write error, also one reported only at fsync or close (NFS, a quota), removes the temporary
+    file and leaves the previous `path` in place; it is raised as one line.
+    """
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise UserInputError(f'{path}: cannot save ({e.strerror or e}); the previous file, if any, is '
+                                 'kept') from None
+        raise
+    fsync_folder(os.path.dirname(path) or '.')
+
+
+def fsync_folder(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:   # EINVAL: this file system does not sync folders (nothing to wait for)
+            raise UserInputError(f'{folder}: cannot sync the folder after a save ({e.strerror})') from None
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder):
+    """Removes the temporary files of saves that were killed (their process is gone); returns their names.
+
+    Only this run's rank 0 saves into its folder, so a temporary file whose process no longer
+    runs here is left over; one whose process is alive (another job on this machine) is kept.
+    """
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        match = TEMP_FILE.fullmatch(name)
+        if match and not process_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    return True

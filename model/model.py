@@ -8,7 +8,7 @@ and 2 and learns to predict their IoU with the ground truth.
 """
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 import torch.distributed as dist
@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.aggregate import aggregate_logits
-from model.checkpoint import MEMORY_CONV1, load_file, load_network, read_state_dict
+from model.checkpoint import MEMORY_CONV1, atomic_save, load_file, load_network, read_state_dict
 from model.losses import BootstrappedCE, intersection_union, quality_loss, quality_target
 from model.resnet import IMAGENET_URL, imagenet_to_trunk
 from util.device import autocast
@@ -213,6 +213,8 @@ class QDMNModel:
         atomic_save(self.network.state_dict(), path)
 
     def save_checkpoint(self, path, it, stage):
+        """The resumable state, and the batch it was trained with (model/resume.py compares it on resume)."""
+        world_size = dist.get_world_size() if dist.is_initialized() else 1
         atomic_save({
             'it': it,
             'stage': stage,
@@ -220,6 +222,7 @@ class QDMNModel:
             'optimizer': self.optimizer.state_dict(),
             'scheduler': self.scheduler.state_dict(),
             'scaler': self.scaler.state_dict(),
+            'run': {'batch_size': self.para.batch_size, 'world_size': world_size},
         }, path)
 
     def load_checkpoint(self, checkpoint):
@@ -235,6 +238,19 @@ class QDMNModel:
         if checkpoint.get('scaler'):
             self.scaler.load_state_dict(checkpoint['scaler'])
         return checkpoint['it']
+
+    def follow_schedule(self, it):
+        """After a resume with another --lr, --steps, --gamma or --weight_decay: the loaded optimiser and
+        scheduler continue at iteration `it` as if the run had used them from the start."""
+        p = self.para
+        lr = p.lr * p.gamma ** sum(step <= it for step in p.steps)
+        self.scheduler.base_lrs = [p.lr] * len(self.optimizer.param_groups)
+        self.scheduler.milestones = Counter(p.steps)
+        self.scheduler.gamma = p.gamma
+        self.scheduler.last_epoch = it
+        for group in self.optimizer.param_groups:
+            group.update(lr=lr, initial_lr=p.lr, weight_decay=p.weight_decay)
+        self.scheduler._last_lr = [lr] * len(self.optimizer.param_groups)
 
 
 # The published network registers its modules in this order, so its optimiser state is indexed by
@@ -289,18 +305,6 @@ def read_checkpoint(path, stage):
                              f'(start stage {stage} from its weights with --load_network instead)')
     data['path'] = path
     return data
-
-
-def atomic_save(obj, path):
-    """torch.save through a temporary file + rename: a killed job never leaves a truncated file."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # --- starting weights ----------------------------------------------------------------------

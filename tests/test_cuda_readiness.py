@@ -69,7 +69,7 @@ def test_training_report_runs_on_the_process_group_of_a_cuda_run(monkeypatch):
     # the model runs here on the CPU; built before the group, so DDP (whose collectives would be on
     # CPU tensors here, CUDA ones on a GPU) stays out and only the report's all_reduce meets the group
     model = QDMNModel(QDMN(), para, torch.device('cpu')).train()
-    ctx.init()
+    ctx.init(para)
     try:
         model.do_pass(tiny_batch(), 0)
         report = model.report()

@@ -540,7 +540,7 @@ def test_cli_rejects_bad_input(data_root, tmp_path, monkeypatch, capsys):
     (tmp_path / 'saves' / 'taken').mkdir(parents=True)
     code, err = run_train_inprocess(['--id', 'taken', '--stage', 0, '--no_imagenet'] + static + common,
                                     monkeypatch, capsys)
-    assert code == 2 and 'exists' in err and '--load_model' in err
+    assert code == 2 and 'a run with --id taken exists' in err and '--resume' in err
 
     fake = tmp_path / 'fake_checkpoint.pth'
     torch.save({'it': 5, 'stage': 0, 'network': {}, 'optimizer': {}, 'scheduler': {}}, fake)

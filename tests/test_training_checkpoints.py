@@ -116,8 +116,8 @@ def test_network_is_saved_when_training_stops(stage0_args, tmp_path, monkeypatch
         assert exit_code == code
     folder = tmp_path / 'saves' / 'crash'
     name = type(error).__name__
-    assert (f'training stopped at iteration 1 ({name}): saved {folder / "crash_1.pth"} and '
-            f'{folder / "crash_checkpoint.pth"}') in log
+    assert (f'training stopped at iteration 1 ({name}): saved {folder / "crash_checkpoint.pth"} and '
+            f'{folder / "crash_1.pth"}') in log
     assert read_checkpoint(str(folder / 'crash_checkpoint.pth'), stage=0)['it'] == 1
     assert (folder / 'crash_1.pth').is_file()
 

@@ -14,6 +14,9 @@ STAGE_DEFAULTS = {
     2: {'batch_size': 8, 'iterations': 150000, 'steps': [70000]},    # DAVIS + YouTube-VOS, two objects
 }
 
+# Optimiser settings that a resumed run takes from its checkpoint unless given (model/resume.py).
+OPTIMISER_DEFAULTS = {'lr': 2e-5, 'weight_decay': 1e-7, 'gamma': 0.1}
+
 # Frame-gap curriculum switch points (fractions of the epochs) of the video stages, as published.
 SKIP_FRACTIONS = {1: [0.1, 0.2, 0.3, 0.4, 0.8, 1.0], 2: [0.1, 0.2, 0.3, 0.4, 0.7, 0.9]}
 
@@ -49,6 +52,10 @@ def build_parser():
     run.add_argument('--load_network', help='start from these network weights (a single-object network is '
                                             'widened to two objects for stages 1 and 2)')
     run.add_argument('--load_model', help='resume from <id>_checkpoint.pth (iteration, network, optimiser, scheduler)')
+    run.add_argument('--resume', action='store_true',
+                     help='continue <saves_root>/<id>/ from its latest <id>_checkpoint.pth, or start it (from '
+                          '--load_model if given) while it has none: the same command line for the first '
+                          'submission and every re-submission of a preemptible job (docs/training.md)')
     run.add_argument('--imagenet', help='torchvision ResNet-50 ImageNet weights (resnet50-19c8e357.pth) for a '
                                         'fresh start; default: torchvision\'s cache')
     run.add_argument('--no_imagenet', action='store_true',
@@ -59,13 +66,19 @@ def build_parser():
     add_device_args(p)
 
     opt = p.add_argument_group('optimisation (None = the stage default)')
-    opt.add_argument('-b', '--batch_size', type=int, help='samples per process (per GPU); stage 0: 14, 1 and 2: 8')
+    opt.add_argument('-b', '--batch_size', type=int,
+                     help='samples per process (per GPU); stage 0: 14, 1 and 2: 8 (resumed: the checkpoint\'s)')
     opt.add_argument('-i', '--iterations', type=int, help='total iterations; stage 0: 160k, 1: 250k, 2: 150k')
-    opt.add_argument('--steps', type=int_list, nargs='+', help='iterations at which lr drops by --gamma; '
-                                                    'stage 0: 250000, 1: 450000, 2: 70000')
-    opt.add_argument('--lr', type=float, default=2e-5, help='learning rate (Adam)')
-    opt.add_argument('--weight_decay', type=float, default=1e-7, help='Adam weight decay')
-    opt.add_argument('--gamma', type=float, default=0.1, help='lr factor at each of --steps')
+    opt.add_argument('--steps', type=int_list, nargs='+',
+                     help='iterations at which lr drops by --gamma; stage 0: 250000, 1: 450000, 2: 70000 '
+                          '(resumed: the checkpoint\'s)')
+    opt.add_argument('--lr', type=float, help='learning rate (Adam); default 2e-5 (resumed: the checkpoint\'s)')
+    opt.add_argument('--weight_decay', type=float, help='Adam weight decay; default 1e-7 (resumed: the checkpoint\'s)')
+    opt.add_argument('--gamma', type=float,
+                     help='lr factor at each of --steps; default 0.1 (resumed: the checkpoint\'s)')
+    opt.add_argument('--allow_batch_change', action='store_true',
+                     help='resume with another effective batch (--batch_size x processes) than the checkpoint\'s; '
+                          'refused without it')
     opt.add_argument('--bootstrap_start', type=int, default=20000, help='plain CE before this iteration')
     opt.add_argument('--bootstrap_end', type=int, default=70000,
                      help='the hardest-pixel fraction reaches --bootstrap_p here')
@@ -119,15 +132,27 @@ def build_parser():
     log.add_argument('--image_every', type=int, default=1000, help='iterations between sample images')
     log.add_argument('--debug', action='store_true', help='report and write sample images every iteration')
     log.add_argument('--save_every', type=int, default=50000,
-                     help='iterations between saves of <id>_<it>.pth and <id>_checkpoint.pth (also saved at the end)')
+                     help='iterations between network snapshots <id>_<it>.pth (420 MB; also at the end)')
+    log.add_argument('--checkpoint_every', type=int, default=5000,
+                     help='iterations between saves of the resumable <id>_checkpoint.pth (1.25 GB, replaced each '
+                          'time; also with every snapshot and on SIGTERM)')
+
+    faults = p.add_argument_group('timeouts (seconds; docs/training.md, "Running on a cluster with preemption")')
+    faults.add_argument('--dist_timeout', type=float,
+                        help='how long a process waits for the others in a collective before failing '
+                             '(default: torch\'s, 10 min with NCCL, 30 min with gloo)')
+    faults.add_argument('--save_timeout', type=float, default=3600,
+                        help='how long the other processes wait for rank 0 to write a checkpoint (default: 3600)')
     return p
 
 
 def parse_args(argv=None):
     para = build_parser().parse_args(argv)
+    # What was given on the command line: on resume, the rest comes from the checkpoint (model/resume.py).
+    para.given = sorted(k for k in ('batch_size', 'steps', *OPTIMISER_DEFAULTS) if getattr(para, k) is not None)
     if para.steps is not None:  # published: --steps 70000 80000; ours: --steps 70000,80000
         para.steps = [step for group in para.steps for step in group]
-    for key, value in STAGE_DEFAULTS[para.stage].items():
+    for key, value in {**STAGE_DEFAULTS[para.stage], **OPTIMISER_DEFAULTS}.items():
         if getattr(para, key) is None:
             setattr(para, key, value)
     if para.skip_fractions is None:
@@ -139,7 +164,10 @@ def parse_args(argv=None):
         (para.size % 16 == 0 and para.size > 0, f'--size {para.size}: must be a positive multiple of 16'),
         (para.batch_size > 0, '--batch_size must be positive'),
         (para.iterations > 0, '--iterations must be positive'),
-        (min(para.log_every, para.image_every, para.save_every) > 0, 'the --*_every intervals must be positive'),
+        (min(para.log_every, para.image_every, para.save_every, para.checkpoint_every) > 0,
+         'the --*_every intervals must be positive'),
+        ((para.dist_timeout is None or para.dist_timeout > 0) and para.save_timeout > 0,
+         'the timeouts must be positive'),
         (not (para.load_network and para.load_model), 'give --load_network or --load_model, not both'),
     ]
     for skips in (para.davis_skips, para.yv_skips, para.bl30k_skips):
