@@ -142,16 +142,16 @@ def test_a_bad_frame_mid_video_skips_that_video_alone(shared_dir, synthetic_chec
 
 def test_a_bad_frame_on_one_rank_ends_the_job_after_the_others_current_video(shared_dir, synthetic_checkpoint,
                                                                              tmp_path):
-    # car-shadow (40 quick frames, the 30th truncated) to rank 0, blackswan (3 frames, seconds each) to rank 1:
-    # rank 0 fails well after rank 1 started blackswan
+    # car-shadow (40 quick frames, the 10th truncated) to rank 0, blackswan (3 frames, seconds each) to rank 1:
+    # rank 0 fails after rank 1 started blackswan and before it finished it
     root, out = full_size_davis(shared_dir, tmp_path / 'DAVIS', small=['car-shadow']), tmp_path / 'out'
     frames = root / 'JPEGImages' / '480p' / 'car-shadow'
     for i in range(FRAMES, 40):
         shutil.copy(frames / '00000.jpg', frames / f'{i:05d}.jpg')
-    (frames / '00030.jpg').write_bytes(b'\xff\xd8 truncated jpeg')
+    (frames / '00010.jpg').write_bytes(b'\xff\xd8 truncated jpeg')
     code, log = eval_2016(root, out, synthetic_checkpoint, processes=2)
     assert code != 0 and len(errors(log)) == 2, log[-3000:]   # torchrun exits with 1 on any failure
-    assert all('car-shadow: frame 30: ' in line for line in errors(log))
+    assert all('car-shadow: frame 10: ' in line for line in errors(log))
     assert len(list((out / 'blackswan').iterdir())) == FRAMES   # kept: rank 1 finished it before stopping
     assert not (out / 'car-shadow').exists() and not list(out.glob('.*'))
 
