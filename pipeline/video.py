@@ -26,6 +26,7 @@ import numpy as np
 
 from qdmn import InputError, Segmenter
 from util.background import BackgroundWriter, prefetch
+from util.errors import UserInputError
 from util.image_io import read_label_mask, write_palette_png
 from util.iteration import with_last_flag
 from util.output import atomic_folder, partial_folder
@@ -89,6 +90,14 @@ class VideoJob:
         return state_file(self.masks_dir)
 
 
+class BadFrame(InputError):
+    """A frame of the video could not be read while segmenting; `index` says which."""
+
+    def __init__(self, message, index):
+        super().__init__(message)
+        self.index = index
+
+
 class Cancelled(Exception):
     """VideoRun.run() stopped because cancel() said so."""
 
@@ -130,7 +139,7 @@ class VideoRun:
             overlay = stack.enter_context(self._overlay())
             writer = stack.enter_context(BackgroundWriter())
             frames = stack.enter_context(closing(prefetch(job.frames())))
-            for (name, rgb), is_last in with_last_flag(frames):
+            for (name, rgb), is_last in with_last_flag(self._read(frames)):
                 index = len(names)
                 names.append(name)
                 done_before = index < start
@@ -151,11 +160,12 @@ class VideoRun:
                 raise InputError(f'{job.name}: {len(names)} frames, but the saved state is at frame {start - 1} '
                                  f'(another video?); delete {job.state_path} to start it over')
             seg.finish()
+            # before the masks are in place: a complete masks folder always has its log beside it
+            logs = [] if seg.memory_log is None else [*seg.memory_log.write(job.log_folder, job.log_name, names,
+                                                                            job.log_title)]
         self._discard_state()
         self.seconds = time.perf_counter() - started
-        self.outputs = [job.masks_dir] + ([job.overlay.path] if job.overlay else [])
-        if seg.memory_log is not None:
-            self.outputs += seg.memory_log.write(job.log_folder, job.log_name, names, job.log_title)
+        self.outputs = [job.masks_dir] + ([job.overlay.path] if job.overlay else []) + logs
 
     def run(self, progress=None, cancel=None):
         """Runs the whole video: progress(frame) after every Frame; when cancel() is true after a
@@ -168,6 +178,19 @@ class VideoRun:
                 if cancel is not None and cancel():
                     raise Cancelled(f'{self.job.name}: cancelled after frame {frame.index}')
         return self
+
+    def _read(self, frames):
+        """The frames, an unreadable one raised as BadFrame with its index."""
+        index = 0
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except UserInputError as e:
+                raise BadFrame(str(e), index) from None
+            yield frame
+            index += 1
 
     def _restore(self):
         """Loads the state an interrupted run saved; returns the first frame left to segment (0: none)."""
