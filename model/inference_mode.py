@@ -3,6 +3,8 @@
 They keep the network's function (tests compare with the golden outputs)
 but change its state dict, so they are applied after the checkpoint is loaded.
 """
+import weakref
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,8 +15,9 @@ from model.resnet import Bottleneck
 from util.allocator import keep_freed_activations
 from util.device import configure_cuda, precision
 
-# Under bf16: the ResNet trunks run wholly in bf16; the quality head stays fp32 (its scores are
-# compared with the memory gate's threshold); every other convolution is a Bf16Conv2d.
+# CPU bf16 runs on oneDNN (util.device.native_bf16 requires it). The ResNet trunks run wholly in
+# bf16; the quality head stays fp32 (its scores are compared with the memory gate's threshold);
+# every other convolution is a Bf16Conv2d.
 BF16_TRUNKS = ('rgb_encoder', 'mask_rgb_encoder')
 FP32_MODULES = ('score',)
 
@@ -66,10 +69,26 @@ class Bf16Module(nn.Module):
         return self.module(*(x.to(torch.bfloat16) for x in inputs))
 
 
+# conv -> (input shape, its weight reordered into oneDNN's layout for that shape); outside the
+# modules, so that copying or saving a network never meets oneDNN's opaque tensors
+_PACKED_WEIGHTS = weakref.WeakKeyDictionary()
+
+
+def packed_weight(conv, x):
+    """conv's bf16 weight in the layout oneDNN picks for input `x`, reordered once per input shape
+    (a plain weight is reordered at every call: 3-9 % of a 1/16-resolution convolution's time)."""
+    shape, packed = _PACKED_WEIGHTS.get(conv, (None, None))
+    if shape != x.shape:
+        shape, packed = x.shape, torch.ops.mkldnn._reorder_convolution_weight(
+            conv.weight, conv.padding, conv.stride, conv.dilation, conv.groups, list(x.shape))
+        _PACKED_WEIGHTS[conv] = shape, packed
+    return packed
+
+
 def conv_post_ops(conv, x, relu=False, add=None):
     """conv(x), then + `add` and/or ReLU inside the convolution (oneDNN post-ops): the result is
     written once, rounded once, with no extra pass over it. `add` implies the ReLU."""
-    args = (conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+    args = (packed_weight(conv, x), conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
     if add is None:
         return torch.ops.mkldnn._convolution_pointwise(x, *args, 'relu' if relu else 'none', [], '')
     return torch.ops.mkldnn._convolution_pointwise.binary(x, add, *args, 'add', None, 'relu', [], '')
@@ -125,7 +144,7 @@ class Bf16Conv2d(nn.Conv2d):
         return new.train(conv.training)
 
     def forward(self, x):
-        out = self._conv_forward(x.to(torch.bfloat16), self.weight, self.bias)
+        out = conv_post_ops(self, x.to(torch.bfloat16))
         return out if self.bf16_output else out.float()
 
 
@@ -141,13 +160,11 @@ def bf16_convolutions(module):
 
 def fuse_post_ops(network):
     """Turns the Bottlenecks and ResBlocks of the bf16 `network` into their fused forms in place:
-    the same modules and weights (the state dict keeps its names), another forward. Needs
-    PyTorch's oneDNN (every x86 build, which every CPU with native bf16 is); without it they stay."""
-    if torch.backends.mkldnn.is_available():
-        for module in network.modules():
-            fused = {Bottleneck: FusedBottleneck, ResBlock: FusedResBlock}.get(type(module))
-            if fused is not None:
-                module.__class__ = fused  # subclasses with no state of their own
+    the same modules and weights (the state dict keeps its names), another forward."""
+    for module in network.modules():
+        fused = {Bottleneck: FusedBottleneck, ResBlock: FusedResBlock}.get(type(module))
+        if fused is not None:
+            module.__class__ = fused  # subclasses with no state of their own
     return network
 
 

@@ -49,9 +49,11 @@ def local_cuda_index(local_rank, visible):
 
 
 def native_bf16():
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX) through PyTorch's oneDNN, which
+    the bf16 network calls directly (model.inference_mode); emulated bf16 is slower than fp32."""
     try:
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return torch.backends.mkldnn.is_available() and (
+            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # private helpers of torch 2.x; without them, assume no
         return False
 
