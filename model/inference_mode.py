@@ -101,7 +101,8 @@ class FusedBottleneck(Bottleneck):
     step; the golden tests hold (tests/test_amp.py)."""
 
     def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
+        # downsample: a convolution and its folded BatchNorm, now an Identity
+        identity = x if self.downsample is None else conv_post_ops(self.downsample[0], x)
         out = conv_post_ops(self.conv1, x, relu=True)
         out = conv_post_ops(self.conv2, out, relu=True)
         return conv_post_ops(self.conv3, out, add=identity)

@@ -7,7 +7,8 @@ included) of this checkout and of others, alternated so that every round sees th
 
 Each round runs every checkout (the --checkout ones first, then this one) in fp32 and with --amp,
 each in a fresh process on the first --frames frames of --video, and prints the wall time; at
-the end the median per configuration and its speed relative to the first checkout's. Without
+the end the median per configuration and its speed relative to the first checkout's, both as a
+ratio of medians and as the median of each round's ratio (steadier when the machine's speed drifts). Without
 --model the weights are the seeded random ones of `--model synthetic` (the compute of s012),
 written to a file so that older checkouts read them too. Measure on an idle machine: the load
 average is printed before and after.
@@ -95,11 +96,13 @@ def main():
                 print(f'round {r + 1}  {"amp " if amp else "fp32"}  {wall:6.2f} s  {checkout}', flush=True)
         print(f'load average {os.getloadavg()[0]:.2f} after')
         reference = {amp: statistics.median(walls[checkouts[0], amp]) for amp in (False, True)}
-        print('precision  median  speed vs the first checkout: same precision, its --amp  checkout')
+        print('precision  median  speed vs the first checkout: medians at the same precision, its --amp; '
+              'median of the rounds\' own ratios (same precision)  checkout')
         for (checkout, amp), values in walls.items():
             median = statistics.median(values)
+            paired = statistics.median(b / v for b, v in zip(walls[checkouts[0], amp], values))
             print(f'{"amp " if amp else "fp32"}  {median:6.2f} s  x{reference[amp] / median:.2f}  '
-                  f'x{reference[True] / median:.2f}  {checkout}')
+                  f'x{reference[True] / median:.2f}  x{paired:.2f}  {checkout}')
 
 
 if __name__ == '__main__':
