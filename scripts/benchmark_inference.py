@@ -44,6 +44,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datasets.davis_test_dataset import DAVISTestDataset  # noqa: E402
+from model import inference_mode  # noqa: E402
 from model.inference_mode import optimize_for_inference  # noqa: E402
 from model.network import QDMN  # noqa: E402
 from pipeline.davis import davis_job  # noqa: E402
@@ -104,18 +105,26 @@ def timed(function, name, totals, sync, stage=None):
 
 def count_flops(module, stage, flops):
     """Adds the FLOPs (2 per multiply-add) of every convolution and linear layer of `module` to
-    flops[stage[0]] as they run."""
-    def conv_flops(conv, inputs, out):
+    flops[stage[0]] as they run: hooks on the plain ones, and a wrapper of the oneDNN call
+    through which the --amp network runs the others (model.inference_mode.conv_post_ops)."""
+    def add_conv(conv, out):
         k = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
         flops[stage[0]] += 2 * out.numel() * k
 
     def linear_flops(linear, inputs, out):
         flops[stage[0]] += 2 * out.numel() * linear.in_features
     for m in module.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.register_forward_hook(conv_flops)
+        if type(m) is torch.nn.Conv2d:
+            m.register_forward_hook(lambda conv, inputs, out: add_conv(conv, out))
         elif isinstance(m, torch.nn.Linear):
             m.register_forward_hook(linear_flops)
+    conv_post_ops = inference_mode.conv_post_ops
+
+    def counted(conv, x, *args, **kwargs):
+        out = conv_post_ops(conv, x, *args, **kwargs)
+        add_conv(conv, out)
+        return out
+    inference_mode.conv_post_ops = counted
 
 
 def read_flops(read, flops):

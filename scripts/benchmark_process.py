@@ -72,6 +72,8 @@ def main():
                         help='another checkout to compare with (repeatable; e.g. a git worktree of a baseline)')
     parser.add_argument('--model', help='checkpoint (default: the seeded random weights of --model synthetic)')
     parser.add_argument('--rounds', type=int_arg('--rounds', 1), default=3, help='alternated rounds')
+    parser.add_argument('--precisions', nargs='+', choices=['fp32', 'amp'], default=['fp32', 'amp'],
+                        help='fp32 and/or --amp runs')
     args = parser.parse_args()
     checkouts = [os.path.abspath(c) for c in args.checkout] + [HERE]
     for checkout in checkouts:
@@ -87,7 +89,8 @@ def main():
                 torch.save(synthetic_network().state_dict(), model)
         print(f'load average {os.getloadavg()[0]:.2f} before (measure on an idle machine); '
               f'{args.frames} frames of {args.video}, {args.rounds} rounds')
-        configs = [(c, amp) for c in checkouts for amp in (False, True)]
+        precisions = [p == 'amp' for p in args.precisions]
+        configs = [(c, amp) for c in checkouts for amp in precisions]
         walls = {config: [] for config in configs}
         for r in range(args.rounds):
             for i, (checkout, amp) in enumerate(configs):
@@ -95,14 +98,15 @@ def main():
                 walls[checkout, amp].append(wall)
                 print(f'round {r + 1}  {"amp " if amp else "fp32"}  {wall:6.2f} s  {checkout}', flush=True)
         print(f'load average {os.getloadavg()[0]:.2f} after')
-        reference = {amp: statistics.median(walls[checkouts[0], amp]) for amp in (False, True)}
+        reference = {amp: statistics.median(walls[checkouts[0], amp]) for amp in precisions}
         print('precision  median  speed vs the first checkout: medians at the same precision, its --amp; '
               'median of the rounds\' own ratios (same precision)  checkout')
         for (checkout, amp), values in walls.items():
             median = statistics.median(values)
             paired = statistics.median(b / v for b, v in zip(walls[checkouts[0], amp], values))
+            versus_amp = f'x{reference[True] / median:.2f}' if True in reference else '-'
             print(f'{"amp " if amp else "fp32"}  {median:6.2f} s  x{reference[amp] / median:.2f}  '
-                  f'x{reference[True] / median:.2f}  x{paired:.2f}  {checkout}')
+                  f'{versus_amp}  x{paired:.2f}  {checkout}')
 
 
 if __name__ == '__main__':
