@@ -66,12 +66,17 @@ def run(cmd, threads=None):
         env['OMP_NUM_THREADS'] = str(threads)
     proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return finish(proc)
+
+
+def finish(proc, timeout=TIMEOUT):
+    """(exit code, output) of a started process; a hang kills its session and fails."""
     try:
-        log, _ = proc.communicate(timeout=TIMEOUT)
+        log, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         log, _ = proc.communicate()
-        pytest.fail(f'no exit within {TIMEOUT} s (a hang?):\n{log[-3000:]}')
+        pytest.fail(f'no exit within {timeout} s (a hang?):\n{log[-3000:]}')
     return proc.returncode, log
 
 

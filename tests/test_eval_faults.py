@@ -13,7 +13,7 @@ from PIL import Image
 
 import eval_davis_2016
 import pipeline.video
-from test_distributed_eval import FRAMES, REPO, TIMEOUT, eval_2016, free_port, run, small_davis
+from test_distributed_eval import FRAMES, REPO, eval_2016, finish, free_port, run, small_davis
 from test_eval_davis_cli import VIDEOS
 from test_eval_davis_cli import run_cli as run_eval_cli
 from test_memory_log import built_once, small_davis as small_davis_tree  # noqa: F401
@@ -38,17 +38,6 @@ def clean_env(**extra):
 def start(cmd, env):
     return subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def finish(proc, timeout=TIMEOUT):
-    """(exit code, output) of a started process; a hang kills its session and fails."""
-    try:
-        log, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail(f'no exit within {timeout} s (a hang?):\n{log[-3000:]}')
-    return proc.returncode, log
 
 
 def wait_for(condition, what, seconds=120):
