@@ -70,7 +70,8 @@ class Bf16Module(nn.Module):
 
 
 # conv -> (input shape, its weight reordered into oneDNN's layout for that shape); outside the
-# modules, so that copying or saving a network never meets oneDNN's opaque tensors
+# modules, so that copying or saving a network never meets oneDNN's opaque tensors. The inference
+# network's weights never change after it is built, so a reordered weight never goes stale.
 _PACKED_WEIGHTS = weakref.WeakKeyDictionary()
 
 
@@ -97,8 +98,8 @@ def conv_post_ops(conv, x, relu=False, add=None):
 class FusedBottleneck(Bottleneck):
     """A bf16 Bottleneck with BatchNorm folded whose ReLUs and residual sum run inside its
     convolutions (conv_post_ops): the trunks spend a sixth of their time on those passes
-    otherwise. Rounding the sum once instead of twice moves a trunk output by at most one bf16
-    step; the golden tests hold (tests/test_amp.py)."""
+    otherwise. The sum is rounded once instead of twice, which brings the trunk outputs slightly
+    closer to fp32 (tests/test_amp.py); the golden tests hold."""
 
     def forward(self, x):
         # downsample: a convolution and its folded BatchNorm, now an Identity
